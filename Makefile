@@ -1,0 +1,29 @@
+# Every target runs through the project's own virtual environment in .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install demo test lint bench clean
+
+$(PY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# torch/torchvision pinned explicitly so pip takes the local wheels first.
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -e '.[test]'
+	touch $(PY)
+
+install: $(PY)
+
+demo: install
+	$(PY) -m sweep.demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check sweep analysis tests bench
+	$(VENV)/bin/ruff format --check sweep analysis tests bench
+
+clean:
+	rm -rf $(VENV) results checkpoints .cache
