@@ -1,0 +1,252 @@
+"""Dense training: loss goes down, resume is exact, bad input exits 2, ImageNet init from cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from sweep.errors import UserError
+from sweep.tasks import data
+from sweep.tasks.models import build_model, checkpoint_path, load_checkpoint
+from sweep.tasks.train import Recipe, ThreadTuner, fit, init_from_imagenet, train_dense
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _toy_data(n: int = 64, size: int = 8) -> TensorDataset:
+    """Two classes a CNN separates quickly: the bright half of the image is the label."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    images = 0.3 * torch.randn(n, 1, size, size, generator=generator)
+    for index, label in enumerate(labels):
+        half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
+        images[index, :, :, half] += 1.0
+    return TensorDataset(images, labels)
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("resnet20", num_classes=2, in_channels=1, image_size=8)
+
+
+RECIPE = Recipe(epochs=3, batch_size=16, lr=0.05, seed=3)
+
+
+def test_training_lowers_the_loss():
+    logs: list[str] = []
+    history = fit(_model(), _toy_data(), RECIPE, progress=False, log=logs.append)
+    assert [entry.epoch for entry in history] == [1, 2, 3]
+    assert history[-1].train_loss < 0.5 * history[0].train_loss
+    assert history[-1].train_top1 > 0.9
+    assert len(logs) == 3 and logs[0].startswith("epoch 1/3  loss ")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptInEpoch(Dataset):
+    """Raises part-way through epoch ``epoch``, like a Ctrl-C or a killed job."""
+
+    def __init__(self, inner: Dataset, epoch: int) -> None:
+        self.inner, self.limit, self.calls = inner, (epoch - 1) * len(inner) + 5, 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise _Interrupted
+        return self.inner[index]
+
+
+def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_continues_from_the_last_epoch_and_matches_an_uninterrupted_run(tmp_path):
+    straight = _model()
+    fit(straight, _toy_data(), RECIPE, resume_path=tmp_path / "a.resume.pt", progress=False)
+
+    resume = tmp_path / "b.resume.pt"
+    with pytest.raises(_Interrupted):
+        fit(
+            _model(),
+            _InterruptInEpoch(_toy_data(), epoch=3),
+            RECIPE,
+            resume_path=resume,
+            progress=False,
+        )
+    assert len(torch.load(resume, weights_only=True)["history"]) == 2
+
+    logs: list[str] = []
+    resumed = _model(seed=1)  # the resume file, not the init, decides the weights
+    history = fit(resumed, _toy_data(), RECIPE, resume_path=resume, progress=False, log=logs.append)
+    assert logs[0].startswith(f"resuming {resume} after epoch 2/3")
+    assert [entry.epoch for entry in history] == [1, 2, 3]
+    assert len(logs) == 2  # only epoch 3 ran
+    assert _states_equal(resumed, straight)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    resume = tmp_path / "r.resume.pt"
+    with pytest.raises(_Interrupted):
+        fit(
+            _model(),
+            _InterruptInEpoch(_toy_data(), epoch=2),
+            RECIPE,
+            resume_path=resume,
+            progress=False,
+        )
+    before = resume.read_bytes()
+    other = Recipe(epochs=3, batch_size=16, lr=0.2, seed=3)
+    with pytest.raises(UserError, match=r"lr 0.05 \(now 0.2\).*--force"):
+        fit(_model(), _toy_data(), other, resume_path=resume, progress=False)
+    assert resume.read_bytes() == before
+
+
+def test_thread_tuner_keeps_the_faster_thread_count():
+    """Probe each choice, then train on the faster one until the next probe."""
+    tuner = ThreadTuner([1, 2], period=5, probe=1)
+    slow = {2: 0.03, 1: 0.0}  # as when other processes compete for the cores
+    used = []
+    for _ in range(7):
+        tuner.start_step()
+        used.append(torch.get_num_threads())
+        time.sleep(slow[used[-1]])
+        tuner.end_step()
+    assert used == [1, 2, 1, 1, 1, 1, 2]
+    assert tuner.summary() == "1x5 2x2" and tuner.summary() == ""
+    slow = {2: 0.0, 1: 0.03}  # idle machine again: all cores win at the next probe
+    used = []
+    for _ in range(6):
+        tuner.start_step()
+        used.append(torch.get_num_threads())
+        time.sleep(slow[used[-1]])
+        tuner.end_step()
+    assert used == [1, 1, 1, 1, 2, 2]
+
+
+def test_recipe_rejects_bad_values():
+    for bad, message in (
+        (Recipe(epochs=0), "epochs 0"),
+        (Recipe(epochs=1, batch_size=0), "batch size 0"),
+        (Recipe(epochs=1, lr=-1), "learning rate -1"),
+    ):
+        with pytest.raises(UserError, match=message):
+            bad.validate()
+    with pytest.raises(UserError, match="smaller than batch size 128"):
+        fit(_model(), _toy_data(), Recipe(epochs=1), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"device": "tpu"}, "device 'tpu' is not available; expected cpu or cuda"),
+        ({"threads": 0}, "threads 0"),
+        ({"workers": -1}, "workers -1"),
+        ({"batch_size": 0}, "batch size 0"),
+    ],
+)
+def test_train_dense_rejects_bad_options_before_writing(tmp_path, option, message):
+    with pytest.raises(UserError, match=message):
+        train_dense("fashion_mnist", "resnet20", 1, tmp_path, **option)
+    assert not any(tmp_path.iterdir())
+
+
+def test_imagenet_weights_come_from_the_hub_cache(tmp_path, monkeypatch):
+    """A file in torch's hub cache is used offline; without one, scratch with a warning."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    logs: list[str] = []
+    model = build_model("resnet18", num_classes=10, image_size=224)
+    assert init_from_imagenet(model, "resnet18", allow_download=False, log=logs.append) == "scratch"
+    assert logs[0].startswith("warning: no ImageNet weights for resnet18")
+
+    imagenet = build_model("resnet18", num_classes=1000, image_size=224)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(imagenet.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
+    init = init_from_imagenet(model, "resnet18", allow_download=False, log=logs.append)
+    assert init == "ResNet18_Weights.IMAGENET1K_V1"
+    assert torch.equal(model.conv1.weight, imagenet.conv1.weight)
+    assert torch.equal(model.layer4[1].bn2.running_var, imagenet.layer4[1].bn2.running_var)
+    assert model.fc.out_features == 10
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _pretrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweep.pretrain", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "mnist", "--arch", "resnet20"], "unknown dataset 'mnist'; expected one of"),
+        (["--dataset", "fashion_mnist", "--arch", "vgg"], "unknown arch 'vgg'; expected one of"),
+        (["--dataset", "fashion_mnist", "--arch", "resnet20", "--epochs", "0"], "epochs 0"),
+        (["--dataset", "cifar10", "--arch", "resnet20", "--data-root", "empty"], "cifar10"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "ckpt"
+    for dataset in ("fashion_mnist", "cifar10"):
+        (out / dataset).mkdir(parents=True)
+        (out / dataset / "resnet20.pt").write_bytes(b"keep me")
+    result = _pretrain(*args, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["cifar10/resnet20.pt", "fashion_mnist/resnet20.pt"]
+    assert all(p.read_bytes() == b"keep me" for p in out.rglob("*.pt"))
+
+
+def test_cli_help_explains_defaults(tmp_path):
+    result = _pretrain("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "fashion_mnist 4" in result.stdout and "--force" in result.stdout
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    data.find_data("fashion_mnist", None) is None,
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+@needs_fashion_mnist
+def test_train_dense_smoke_run_writes_a_loadable_checkpoint(tmp_path):
+    kwargs = dict(train_limit=256, eval_limit=256, batch_size=64, progress=False)
+    kwargs["cache_dir"] = tmp_path / "cache"
+    logs: list[str] = []
+    meta = train_dense("fashion_mnist", "resnet20", 1, tmp_path, log=logs.append, **kwargs)
+    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20")
+    assert not path.with_suffix(".resume.pt").exists()
+    model, loaded = load_checkpoint(path, "resnet20", "fashion_mnist", 10)
+    assert loaded == meta and 0.0 <= meta.dense_top1 <= 1.0
+    assert meta.recipe["train_images"] == 256 and meta.recipe["eval_images"] == 256
+    assert meta.recipe["epochs"] == 1 and meta.recipe["init"] == "scratch"
+    before = path.read_bytes()
+    again = train_dense("fashion_mnist", "resnet20", 1, tmp_path, log=logs.append, **kwargs)
+    assert again == meta and path.read_bytes() == before
+    assert "exists" in logs[-1] and "--force" in logs[-1]
