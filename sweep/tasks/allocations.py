@@ -1,0 +1,132 @@
+"""Allocations: how many weights each prunable layer keeps at a global sparsity S.
+
+Every allocation returns exact integer counts whose sum is K = round((1 - S) * N) (Python's
+``round`` of the float product, N = all prunable weights); the masks then keep the largest |w| of
+each layer (see :mod:`sweep.tasks.ranking` for the one ranking and tie rule).
+
+- ``erk``: density_l = eps * raw_l with raw_l = sum(shape) / prod(shape) (Evci et al., 2020);
+  layers whose density would exceed 1 go dense (all layers tied at the largest raw score at once),
+  leave the budget, and eps is solved again until no density exceeds 1.
+- ``uniform``: every layer at density 1 - S.
+- ``global``: one |w| threshold over all layers (global top-K of |w|).
+- ``lamp``: global top-K of LAMP scores (Lee et al., 2021). The largest weight of every non-zero
+  layer scores exactly 1 and every other weight at most 1/2, so with K >= number of layers no layer
+  is emptied; with K < number of layers the K kept weights are the largest weights of the first K
+  layers in ``named_modules()`` order (ties go to the earlier layer) and the rest are emptied.
+
+Fractional quotas (erk, uniform) become integers by the largest-remainder rule: every layer gets
+the floor of its quota, and the units still missing go one each to the largest remainders, ties to
+the earlier layer. Ties in a global top-K never make it keep more than K: they go to the earlier
+layer, then to the larger weight.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sweep.tasks import ranking
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Kept count per layer (layer order) and the indices of layers ERK forced dense."""
+
+    counts: tuple[int, ...]
+    forced_dense: tuple[int, ...] = ()
+
+
+def kept_total(numel: int, sparsity: float) -> int:
+    """K = round((1 - S) * N): the exact number of weights every allocation keeps."""
+    return round((1.0 - sparsity) * numel)
+
+
+def largest_remainder(quotas: Sequence[float], caps: Sequence[int], total: int) -> list[int]:
+    """Integers summing to ``total``, each the floor or ceiling of its quota (<= its cap).
+
+    Floors first; the missing units go one each to the largest remainders, ties to the earlier
+    index. Quotas must lie in [0, cap] and sum to ``total`` up to float rounding.
+    """
+    counts = [min(math.floor(q), cap) for q, cap in zip(quotas, caps, strict=True)]
+    missing = total - sum(counts)
+    order = sorted(
+        (i for i, cap in enumerate(caps) if counts[i] < cap),
+        key=lambda i: (-(quotas[i] - counts[i]), i),
+    )
+    if not 0 <= missing <= len(order):
+        raise ArithmeticError(f"quotas {list(quotas)} cannot be rounded to total {total}")
+    for i in order[:missing]:
+        counts[i] += 1
+    return counts
+
+
+def erk_raw_score(shape: Sequence[int]) -> float:
+    """(n_out + n_in + k_h + k_w) / (n_out * n_in * k_h * k_w); a Linear has no kernel terms."""
+    size = math.prod(shape)
+    return sum(shape) / size if size else 0.0
+
+
+def erk(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> Allocation:
+    """ERK counts with iterative capping (depends on shapes only, never on values).
+
+    Raw scores equal in value are equal floats (one correctly rounded division of the same
+    ratio), so a tie at the maximum is an exact float tie.
+    """
+    numels = [w.numel() for w in weights]
+    raw = [erk_raw_score(tuple(w.shape)) for w in weights]
+    dense: set[int] = set()
+    while True:
+        free = [i for i in range(len(raw)) if i not in dense and numels[i]]
+        budget = total - sum(numels[i] for i in dense)
+        weighted = math.fsum(raw[i] * numels[i] for i in free)
+        eps = budget / weighted if weighted else 0.0
+        top = max((raw[i] for i in free), default=0.0)
+        if not free or eps * top <= 1.0:
+            break
+        dense.update(i for i in free if raw[i] == top)
+    quotas = [
+        float(numels[i]) if i in dense else min(eps * raw[i] * numels[i], numels[i])
+        for i in range(len(raw))
+    ]
+    return Allocation(tuple(largest_remainder(quotas, numels, total)), tuple(sorted(dense)))
+
+
+def uniform(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> Allocation:
+    """Density 1 - S in every layer, rounded by largest remainder to the exact total."""
+    numels = [w.numel() for w in weights]
+    quotas = [(1.0 - sparsity) * n for n in numels]
+    return Allocation(tuple(largest_remainder(quotas, numels, total)))
+
+
+def global_magnitude(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> Allocation:
+    """Counts of the global top-K |w| (one threshold over all layers)."""
+    wide = any(w.dtype == torch.float64 for w in weights)
+    dtype = np.dtype(np.float64 if wide else np.float32)
+    scores = functools.partial(ranking.top_magnitudes, dtype=dtype)
+    return Allocation(tuple(ranking.top_k_counts(weights, total, scores)))
+
+
+def lamp(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> Allocation:
+    """Counts of the global top-K LAMP scores."""
+    return Allocation(tuple(ranking.top_k_counts(weights, total, ranking.top_lamp_scores)))
+
+
+# name -> allocator(weights in layer order, sparsity, K); the registry the CLI and grids check.
+ALLOCATORS: dict[str, Callable[[Sequence[torch.Tensor], float, int], Allocation]] = {
+    "erk": erk,
+    "lamp": lamp,
+    "uniform": uniform,
+    "global": global_magnitude,
+}
+ALLOCATIONS: tuple[str, ...] = tuple(ALLOCATORS)
+
+
+def allocate_counts(name: str, weights: Sequence[torch.Tensor], sparsity: float) -> Allocation:
+    """Counts for a validated allocation name and sparsity; weights in layer order."""
+    total = kept_total(sum(w.numel() for w in weights), sparsity)
+    return ALLOCATORS[name](weights, sparsity, total)
