@@ -1,0 +1,431 @@
+"""Plotly figures of the report, each built from an already aggregated table.
+
+Why aggregated: the report must stay small and fast for a million-row store, so no figure ever
+sees trial rows; every trace holds at most one point per grid sparsity (or per layer).
+Why plain dicts: a sweep can have ~100 panels and ~1000 traces, and plotly's Python-side
+validation of that many objects costs seconds; the tests validate every figure with
+`plotly.graph_objects.Figure(fig)` on a small store instead.
+Colours are shared: a regime has one colour in the map and in the shaded bands, a repair one
+colour in every panel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from plotly.subplots import make_subplots
+
+from analysis.definitions import PAIR, REGIMES, RegimeTables
+
+REGIME_COLOURS = {
+    "intact": "#2ca02c",
+    "bn_recoverable": "#1f77b4",
+    "repair_sensitive": "#ff7f0e",
+    "collapsed": "#d62728",
+    "unknown": "#bdbdbd",
+}
+# Repair and allocation colours stay clear of the regime colours they are drawn over.
+REPAIR_PALETTE = ("#333333", "#7570b3", "#1b9e77", "#e7298a", "#a6761d", "#66a61e", "#e6ab02")
+ALLOCATION_PALETTE = ("#1f3b73", "#c51b7d", "#4d9221", "#8c510a", "#542788")
+BOUNDARY_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star", "cross")
+PANEL_HEIGHT = 250
+DIGITS = 5
+MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+
+Figure = dict  # {"data": [trace dicts], "layout": {...}}: what plotly.io.to_html accepts
+
+
+def colours(names: Iterable[str], palette: tuple[str, ...]) -> dict[str, str]:
+    return {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def _label(*parts: object) -> str:
+    return " / ".join(str(p) for p in parts)
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:{fmt}}"
+
+
+def _round(values: Iterable) -> list:
+    """Rounded floats with NaN as None: smaller JSON, gaps where a point is missing."""
+    return [None if v is None or math.isnan(v) else round(float(v), DIGITS) for v in values]
+
+
+def _pivot(frame: pd.DataFrame, rows: list[str], values: str) -> pd.DataFrame:
+    return frame.pivot_table(
+        index=rows, columns="sparsity", values=values, aggfunc="first", sort=False, dropna=False
+    )
+
+
+def _flags(flags: str) -> str:
+    return f"<br><i>{flags}</i>" if flags else ""
+
+
+def _subplots(rows: int, cols: int, titles: list[str], **spacing: float) -> dict:
+    """A subplot grid's layout (axis domains, titles) as a plain dict."""
+    grid = make_subplots(rows=rows, cols=cols, subplot_titles=titles, **spacing)
+    return grid.layout.to_plotly_json()
+
+
+def _axes(k: int) -> tuple[str, str]:
+    """Trace axis references of the k-th subplot (1-based, row-major)."""
+    return ("x", "y") if k == 1 else (f"x{k}", f"y{k}")
+
+
+def _axis(kind: str, k: int) -> str:
+    """Layout key of the k-th subplot's x or y axis."""
+    return f"{kind}axis" if k == 1 else f"{kind}axis{k}"
+
+
+def _title(layout: dict, axis: str, text: str) -> None:
+    layout.setdefault(axis, {})["title"] = {"text": text}
+
+
+def regime_map(tables: RegimeTables) -> Figure:
+    """Rows (dataset, arch, allocation), columns sparsity, colour = regime; boundaries on top."""
+    regimes, rows = tables.regimes, [*PAIR, "allocation"]
+    codes = regimes.assign(code=regimes["regime"].map({r: i for i, r in enumerate(REGIMES)}))
+    z = _pivot(codes, rows, "code")
+    repairs = [c[2:] for c in regimes.columns if c.startswith("r_")]
+    hover = regimes.assign(
+        hover=[
+            f"<b>{rec['regime']}</b><br>"
+            + "<br>".join(f"r {name} = {_num(rec['r_' + name])}" for name in repairs)
+            + _flags(rec["flags"])
+            for rec in regimes.to_dict("records")
+        ]
+    )
+    hover_grid = _pivot(hover, rows, "hover").reindex(index=z.index, columns=z.columns)
+    steps = len(REGIMES)
+    scale = []
+    for i, regime in enumerate(REGIMES):
+        scale += [[i / steps, REGIME_COLOURS[regime]], [(i + 1) / steps, REGIME_COLOURS[regime]]]
+    data = [
+        {
+            "type": "heatmap",
+            "z": [_round(row) for row in z.to_numpy(float)],
+            "x": list(z.columns),
+            "y": [_label(*key) for key in z.index],
+            "customdata": hover_grid.fillna("").to_numpy().tolist(),
+            "hovertemplate": "%{y}<br>sparsity %{x}<br>%{customdata}<extra></extra>",
+            "colorscale": scale,
+            "zmin": -0.5,
+            "zmax": steps - 0.5,
+            "xgap": 1,
+            "ygap": 1,
+            "colorbar": {
+                "title": {"text": "regime"},
+                "tickvals": list(range(steps)),
+                "ticktext": list(REGIMES),
+                "len": 0.6,
+            },
+        }
+    ]
+    bounds = tables.boundaries[tables.boundaries["boundary"].notna()]
+    for i, repair in enumerate(repairs):
+        own = bounds[bounds["repair"] == repair]
+        if own.empty:
+            continue
+        data.append(
+            {
+                "type": "scatter",
+                "x": _round(own["boundary"]),
+                "y": [_label(*key) for key in own[rows].itertuples(index=False)],
+                "mode": "markers",
+                "name": f"boundary: {repair}",
+                "marker": {
+                    "symbol": BOUNDARY_SYMBOLS[i % len(BOUNDARY_SYMBOLS)],
+                    "size": 9,
+                    "color": "white",
+                    "line": {"color": "black", "width": 1.5},
+                },
+                "error_x": {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": _round(own["ci_hi"] - own["boundary"]),
+                    "arrayminus": _round(own["boundary"] - own["ci_lo"]),
+                    "color": "black",
+                    "thickness": 1,
+                },
+                "customdata": [
+                    f"{rec['status']}; bracket {_num(rec['bracket_lo'], 'g')} to "
+                    f"{_num(rec['bracket_hi'], 'g')}; interval {_num(rec['ci_lo'], '.4f')} to "
+                    f"{_num(rec['ci_hi'], '.4f')}" + _flags(rec["flags"])
+                    for rec in own.to_dict("records")
+                ],
+                "hovertemplate": f"{repair} crosses tau at %{{x:.4f}}<br>%{{customdata}}"
+                "<extra></extra>",
+            }
+        )
+    height = max(320, 28 * len(z) + 160)
+    layout = {
+        "height": height,
+        "xaxis": {"title": {"text": "global sparsity"}, "automargin": True},
+        # A fixed range: marker padding would otherwise add empty rows above the map.
+        "yaxis": {"range": [len(z) - 0.5, -0.5], "type": "category", "automargin": True},
+        "legend": {"orientation": "h", "y": 1 + 10 / height, "yanchor": "bottom"},
+        "margin": MARGIN | {"t": 60},
+    }
+    return {"data": data, "layout": layout}
+
+
+def _regime_shapes(regimes: pd.DataFrame, xref: str, yref: str) -> list[dict]:
+    """Shaded sparsity intervals, one per run of equal regime, edges halfway between points."""
+    x = regimes["sparsity"].to_numpy(float)
+    if len(x) == 0:
+        return []
+    half = np.diff(x) / 2 if len(x) > 1 else np.array([0.0025])
+    edges = np.concatenate([[x[0] - half[0]], x[:-1] + half, [x[-1] + half[-1]]])
+    shapes, names, start = [], regimes["regime"].tolist(), 0
+    for i in range(1, len(names) + 1):
+        if i == len(names) or names[i] != names[start]:
+            shapes.append(
+                {
+                    "type": "rect",
+                    "xref": xref,
+                    "yref": f"{yref} domain",
+                    "x0": round(edges[start], DIGITS),
+                    "x1": round(edges[i], DIGITS),
+                    "y0": 0,
+                    "y1": 1,
+                    "fillcolor": REGIME_COLOURS[names[start]],
+                    "opacity": 0.13,
+                    "line": {"width": 0},
+                    "layer": "below",
+                }
+            )
+            start = i
+    return shapes
+
+
+def _repair_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, str]) -> list[dict]:
+    """An interval band (one closed polygon) and the mean line of one repair in one panel."""
+    repair = part["repair"].iloc[0]
+    x = _round(part["sparsity"])
+    ref = {"xaxis": axes[0], "yaxis": axes[1], "legendgroup": repair}
+    band = {
+        "type": "scatter",
+        "x": x + x[::-1],
+        "y": to_top1(part["r_hi"]) + to_top1(part["r_lo"])[::-1],
+        "fill": "toself",
+        "fillcolor": colour,
+        "opacity": 0.2,
+        "line": {"width": 0},
+        "hoverinfo": "skip",
+        "showlegend": False,
+        "name": f"{repair} interval",
+    }
+    custom = np.column_stack(
+        [_round(part["r"]), _round(part["r_lo"]), _round(part["r_hi"]), part["seeds"]]
+    )
+    line = {
+        "type": "scatter",
+        "x": x,
+        "y": to_top1(part["r"]),
+        "mode": "lines+markers",
+        "name": repair,
+        "line": {"color": colour, "width": 1.8},
+        "marker": {"size": 4},
+        "customdata": custom.tolist(),
+        "hovertemplate": f"{repair}<br>sparsity %{{x}}<br>top-1 %{{y:.2f}} %"
+        "<br>r %{customdata[0]} [%{customdata[1]}, %{customdata[2]}]"
+        "<br>seeds %{customdata[3]}<extra></extra>",
+    }
+    return [band | ref, line | ref]
+
+
+def accuracy_panels(tables: RegimeTables) -> Figure:
+    """Top-1 against sparsity per repair with interval bands; one row per (dataset, arch), one
+    column per allocation (ERK and LAMP side by side); regimes shaded, τ as a dashed line."""
+    summary = tables.summary
+    pairs = list(summary[PAIR].drop_duplicates().itertuples(index=False, name=None))
+    allocations = list(dict.fromkeys(summary["allocation"]))
+    palette = colours(tables.curves["repair"], REPAIR_PALETTE)
+    keys = [*PAIR, "allocation"]
+    # Curves come ordered by (pair, allocation, repair in display order, sparsity).
+    by_key = dict(iter(tables.curves.groupby(keys, sort=False)))
+    regimes = dict(iter(tables.regimes.sort_values("sparsity").groupby(keys, sort=False)))
+    info = summary.set_index(keys)[["dense_top1", "chance"]].to_dict("index")
+    layout = _subplots(
+        len(pairs),
+        len(allocations),
+        [_label(*pair, al) for pair in pairs for al in allocations],
+        vertical_spacing=min(0.08, 0.35 / max(1, len(pairs))),
+        horizontal_spacing=0.05,
+    )
+    data, shapes, in_legend = [], [], set()
+    for k, key in enumerate(((*pair, al) for pair in pairs for al in allocations), start=1):
+        if key not in by_key:
+            continue
+        axes = _axes(k)
+        dense, chance = info[key]["dense_top1"], info[key]["chance"]
+
+        def to_top1(r: pd.Series, dense: float = dense, chance: float = chance) -> list:
+            return _round(100 * (chance + r * (dense - chance)))
+
+        for repair, part in by_key[key].groupby("repair", sort=False):
+            traces = _repair_traces(part, to_top1, palette[repair], axes)
+            traces[1]["showlegend"] = repair not in in_legend
+            in_legend.add(repair)
+            data += traces
+        shapes += _regime_shapes(regimes.get(key, pd.DataFrame(columns=["sparsity"])), *axes)
+        tau_top1 = round(100 * (chance + tables.tau * (dense - chance)), 3)
+        shapes.append(
+            {
+                "type": "line",
+                "xref": f"{axes[0]} domain",
+                "yref": axes[1],
+                "x0": 0,
+                "x1": 1,
+                "y0": tau_top1,
+                "y1": tau_top1,
+                "line": {"dash": "dash", "width": 1, "color": "#555"},
+            }
+        )
+    height = PANEL_HEIGHT * len(pairs) + 140
+    layout |= {
+        "shapes": shapes,
+        "height": height,
+        "margin": MARGIN | {"t": 80},
+        "legend": {"orientation": "h", "y": 1 + 40 / height, "yanchor": "bottom"},
+    }
+    n = len(allocations)
+    for row in range(len(pairs)):
+        _title(layout, _axis("y", row * n + 1), "top-1 %")
+    for col in range(n):
+        _title(layout, _axis("x", (len(pairs) - 1) * n + col + 1), "sparsity")
+    return {"data": data, "layout": layout}
+
+
+def difference_map(tables: RegimeTables) -> Figure:
+    """LAMP − ERK in r per (dataset, arch, repair) and sparsity; letters name the winner."""
+    comparison, rows = tables.comparison, [*PAIR, "repair"]
+    z = _pivot(comparison, rows, "diff")
+    letter = comparison["winner"].map({"lamp": "L", "erk": "E", "tie": "="}).fillna("")
+    hover = [
+        f"LAMP − ERK = {_num(rec['diff'])} [{_num(rec['diff_lo'])}, {_num(rec['diff_hi'])}]"
+        f"<br>r erk {_num(rec['r_erk'])}, r lamp {_num(rec['r_lamp'])}"
+        f"<br>winner: {rec['winner']}" + _flags(rec["flags"])
+        for rec in comparison.to_dict("records")
+    ]
+    cells = comparison.assign(letter=letter, hover=hover)
+
+    def grid(column: str) -> list:
+        shaped = _pivot(cells, rows, column).reindex(index=z.index, columns=z.columns)
+        return shaped.fillna("").to_numpy().tolist()
+
+    values = z.to_numpy(float)
+    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    heatmap = {
+        "type": "heatmap",
+        "z": [_round(row) for row in values],
+        "x": list(z.columns),
+        "y": [_label(*key) for key in z.index],
+        "text": grid("letter"),
+        "texttemplate": "%{text}",
+        "customdata": grid("hover"),
+        "hovertemplate": "%{y}<br>sparsity %{x}<br>%{customdata}<extra></extra>",
+        "colorscale": "RdBu",
+        "zmid": 0,
+        "zmin": -bound,
+        "zmax": bound,
+        "xgap": 1,
+        "ygap": 1,
+        "colorbar": {"title": {"text": "LAMP − ERK (r)"}},
+    }
+    layout = {
+        "height": max(320, 24 * len(z) + 140),
+        "xaxis": {"title": {"text": "global sparsity"}, "automargin": True},
+        "yaxis": {"autorange": "reversed", "type": "category", "automargin": True},
+        "margin": MARGIN,
+    }
+    return {"data": [heatmap], "layout": layout}
+
+
+def density_profiles(profiles: pd.DataFrame, sparsity: float) -> Figure:
+    """Per-layer kept fraction of each allocation at one sparsity, one panel per (dataset, arch)."""
+    pairs = list(profiles[PAIR].drop_duplicates().itertuples(index=False, name=None))
+    cols = 2 if len(pairs) > 1 else 1
+    rows = math.ceil(len(pairs) / cols)
+    layout = _subplots(
+        rows,
+        cols,
+        [f"{_label(*pair)} at sparsity {sparsity:g}" for pair in pairs],
+        vertical_spacing=min(0.08, 0.35 / max(1, rows)),
+    )
+    palette = colours(profiles["allocation"], ALLOCATION_PALETTE)
+    data = []
+    for k, (_, own) in enumerate(profiles.groupby(PAIR, sort=False), start=1):
+        xaxis, yaxis = _axes(k)
+        _title(layout, _axis("y", k), "kept fraction")
+        if k > len(pairs) - cols:
+            _title(layout, _axis("x", k), "prunable layer (forward order)")
+        for allocation, part in own.groupby("allocation", sort=False):
+            data.append(
+                {
+                    "type": "scatter",
+                    "xaxis": xaxis,
+                    "yaxis": yaxis,
+                    "x": part["layer"].tolist(),
+                    "y": _round(part["density"]),
+                    "mode": "lines+markers",
+                    "name": allocation,
+                    "legendgroup": allocation,
+                    "showlegend": k == 1,
+                    "line": {"color": palette[allocation], "width": 1.5},
+                    "marker": {"size": 4},
+                    "text": part["layer_name"].tolist(),
+                    "hovertemplate": f"{allocation}<br>%{{text}}<br>density %{{y:.4f}}"
+                    "<extra></extra>",
+                }
+            )
+    layout |= {"height": PANEL_HEIGHT * rows + 100, "margin": MARGIN}
+    return {"data": data, "layout": layout}
+
+
+def fidelity_scatter(points: pd.DataFrame) -> Figure:
+    """Mean agreement with the dense model against mean top-1, one panel per dataset."""
+    datasets = list(dict.fromkeys(points["dataset"]))
+    cols = min(3, len(datasets))
+    rows = math.ceil(len(datasets) / cols)
+    titles = []
+    for dataset in datasets:
+        own = points[points["dataset"] == dataset]
+        # Spearman = Pearson on ranks (pandas' own Spearman needs scipy).
+        rho = own["agreement"].rank().corr(own["top1"].rank()) if len(own) > 2 else math.nan
+        titles.append(f"{dataset} (Spearman ρ = {_num(rho, '.2f')})")
+    layout = _subplots(rows, cols, titles)
+    palette = colours(points["repair"], REPAIR_PALETTE)
+    data = []
+    for k, dataset in enumerate(datasets, start=1):
+        xaxis, yaxis = _axes(k)
+        own = points[points["dataset"] == dataset]
+        for repair, part in own.groupby("repair", sort=False):
+            where = part[["arch", "allocation", "sparsity"]].itertuples(index=False)
+            data.append(
+                {
+                    "type": "scatter",
+                    "xaxis": xaxis,
+                    "yaxis": yaxis,
+                    "x": _round(part["agreement"] * 100),
+                    "y": _round(part["top1"] * 100),
+                    "mode": "markers",
+                    "name": repair,
+                    "legendgroup": repair,
+                    "showlegend": k == 1,
+                    "marker": {"color": palette[repair], "size": 5, "opacity": 0.7},
+                    "text": [f"{_label(a, al)} s={s:g}" for a, al, s in where],
+                    "hovertemplate": f"{repair}<br>%{{text}}<br>agreement %{{x:.1f}} %"
+                    "<br>top-1 %{y:.1f} %<extra></extra>",
+                }
+            )
+        _title(layout, _axis("x", k), "agreement with dense %")
+        _title(layout, _axis("y", k), "top-1 %")
+    layout |= {"height": 380 * rows + 80, "margin": MARGIN}
+    return {"data": data, "layout": layout}

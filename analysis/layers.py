@@ -1,0 +1,48 @@
+"""Per-layer density profiles at one sparsity, read straight from the store with a filter.
+
+Why not `read_results`: the per-layer list columns of a million rows are ~60 M strings, far too
+many to materialise in pandas for the few dozen rows a profile needs. A filtered Arrow scan keeps
+the decoding in C++ and hands pandas only the matching rows. Densities depend on (checkpoint,
+allocation, sparsity) only, so any ok row of a point will do; the latest one is taken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from sweep.schema import PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
+
+TOLERANCE = 1e-6
+_KEYS = [*PARTITION_COLUMNS, "allocation"]
+
+
+def density_profiles(root: Path | str, sparsity: float) -> pd.DataFrame:
+    """One row per (dataset, arch, allocation, layer): layer index, layer name, kept fraction."""
+    partitioning = ds.partitioning(
+        pa.schema([pa.field(name, pa.string()) for name in PARTITION_COLUMNS]), flavor="hive"
+    )
+    dataset = ds.dataset(root, format="parquet", partitioning=partitioning, schema=RESULT_SCHEMA)
+    point = (
+        (ds.field("sparsity") > sparsity - TOLERANCE)
+        & (ds.field("sparsity") < sparsity + TOLERANCE)
+        & (ds.field("status") == STATUS_OK)
+    )
+    table = dataset.to_table(
+        columns=[*_KEYS, "finished_at", "layer_names", "layer_density"], filter=point
+    )
+    keys = table.select([*_KEYS, "finished_at"]).to_pandas()
+    latest = keys.sort_values("finished_at", kind="stable").drop_duplicates(_KEYS, keep="last")
+    chosen = table.take(pa.array(latest.index.to_numpy())).to_pylist()
+    records = [
+        {key: row[key] for key in _KEYS} | {"layer": i, "layer_name": name, "density": density}
+        for row in sorted(chosen, key=lambda r: tuple(r[k] for k in _KEYS))
+        if row["layer_names"] and row["layer_density"]
+        for i, (name, density) in enumerate(
+            zip(row["layer_names"], row["layer_density"], strict=True)
+        )
+    ]
+    return pd.DataFrame.from_records(records, columns=[*_KEYS, "layer", "layer_name", "density"])

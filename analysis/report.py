@@ -1,0 +1,340 @@
+"""`python -m analysis.report RESULTS`: one self-contained HTML page of the sweep's regimes.
+
+Why one file with plotly.js inlined once: the report must open anywhere, offline, and be mailed
+or archived as a single artefact. Every figure is drawn from aggregated tables (figures.py), so
+the page stays a few MB whatever the number of trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import platform
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from analysis import figures
+from analysis.definitions import (
+    ALLOCATION_ORDER,
+    DEFAULT_TAU,
+    PAIR,
+    AnalysisInputError,
+    RegimeTables,
+    check_tau,
+)
+from analysis.layers import density_profiles
+from analysis.regimes import load_results, regime_table
+from sweep.errors import cli_main
+from sweep.schema import STATUS_OK
+
+EXTRA_COLUMNS = (
+    "agreement",
+    "grid",
+    "error",
+    "checkpoint_sha256",
+    "torch_version",
+    "torchvision_version",
+    "ray_version",
+    "prune_sweep_version",
+    "finished_at",
+)
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+POINT = [*PAIR, "allocation", "repair", "sparsity"]
+
+
+def default_output(results: Path | str) -> Path:
+    """Next to the store, never inside it (the store reads every file under its root)."""
+    root = Path(results).resolve()
+    return root.with_name(f"{root.name}-report.html")
+
+
+def _check_output(results: Path, out: Path) -> None:
+    if out.resolve().is_relative_to(results.resolve()):
+        raise AnalysisInputError(
+            f"output {str(out)!r} is inside the result store {str(results)!r}, which would then "
+            "fail to read; write the report elsewhere (default: next to the store)"
+        )
+
+
+def choose_density_sparsity(grid: Sequence[float], wanted: float | None) -> float:
+    """The requested sparsity if the grid has it, else the middle of the grid."""
+    grid = sorted(set(grid))
+    if wanted is None:
+        return grid[(len(grid) - 1) // 2]
+    for s in grid:
+        if abs(s - wanted) < 1e-6:
+            return s
+    raise AnalysisInputError(
+        f"density sparsity {wanted!r} is not a grid point; expected one of: "
+        + ", ".join(f"{s:g}" for s in grid)
+    )
+
+
+def fidelity_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean agreement and top-1 per grid point (ok rows only): the scatter's points."""
+    ok = frame[(frame["status"] == STATUS_OK) & frame["agreement"].notna() & frame["top1"].notna()]
+    points = ok.groupby(POINT, sort=False, observed=True)[["agreement", "top1"]].mean()
+    return points.reset_index()
+
+
+def _versions() -> str:
+    def known(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} (not installed)"
+
+    names = ("numpy", "pandas", "pyarrow", "plotly", "prune-sweep")
+    return ", ".join([f"python {platform.python_version()}", *map(known, names)])
+
+
+def _values(frame: pd.DataFrame, column: str) -> str:
+    values = frame[column].dropna().unique()
+    return ", ".join(sorted(map(str, values))) or "n/a"
+
+
+def provenance(
+    frame: pd.DataFrame, tables: RegimeTables, results: Path, density_sparsity: float
+) -> list[tuple[str, str]]:
+    """What the report was made from: grid, trials, failures, versions, dates."""
+    ok = frame["status"] == STATUS_OK
+    errors = frame.loc[~ok, "error"].fillna("(no message)").value_counts().head(5)
+    failures = "; ".join(f"{count} × {message}" for message, count in errors.items())
+    finished = frame["finished_at"].dropna()
+    grid = sorted(tables.curves["sparsity"].unique())
+    return [
+        ("result store", str(results.resolve())),
+        ("report written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("grid", _values(frame, "grid")),
+        ("trials", f"{len(frame)} ({int(ok.sum())} ok, {int((~ok).sum())} failed)"),
+        ("failures (most common)", failures or "none"),
+        ("datasets", _values(frame, "dataset")),
+        ("architectures", _values(frame, "arch")),
+        ("allocations", _values(frame, "allocation")),
+        ("repairs", _values(frame, "repair")),
+        ("sparsities", ", ".join(f"{s:g}" for s in grid)),
+        ("seeds per point (max)", str(int(tables.curves["seeds"].max()))),
+        ("dense checkpoints", str(frame["checkpoint_sha256"].nunique())),
+        (
+            "trials finished",
+            f"{finished.min():%Y-%m-%d %H:%M} to {finished.max():%Y-%m-%d %H:%M} UTC"
+            if len(finished)
+            else "n/a",
+        ),
+        ("tau", f"{tables.tau:g}"),
+        (
+            "intervals",
+            f"{tables.confidence:.0%} bootstrap over seeds, {tables.resamples} resamples",
+        ),
+        ("density profile sparsity", f"{density_sparsity:g}"),
+        ("torch (trials)", _values(frame, "torch_version")),
+        ("torchvision (trials)", _values(frame, "torchvision_version")),
+        ("ray (trials)", _values(frame, "ray_version")),
+        ("prune-sweep (trials)", _values(frame, "prune_sweep_version")),
+        ("report environment", _versions()),
+    ]
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    shown = frame.copy()
+    for column in shown.select_dtypes("float").columns:
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    table = shown.to_html(index=False, escape=True, border=0, classes="data", na_rep="")
+    return f'<div class="wide">{table}</div>'
+
+
+def _figure_html(fig, div_id: str) -> str:
+    return pio.to_html(
+        fig,
+        full_html=False,
+        include_plotlyjs=False,
+        config=PLOT_CONFIG,
+        div_id=div_id,
+        default_width="100%",
+        validate=False,
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 0 2rem 3rem; color: #222; }
+h1 { margin-top: 1.5rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
+p.how { max-width: 60rem; color: #444; }
+table.data { border-collapse: collapse; font-size: 0.8rem; }
+table.data td, table.data th { padding: 2px 8px; border-bottom: 1px solid #eee; text-align: left; }
+div.wide { overflow-x: auto; } table.data td:last-child { min-width: 20rem; }
+table.prov th { text-align: left; padding-right: 1.5rem; vertical-align: top; }
+details { margin: 0.5rem 0; } nav a { margin-right: 1rem; }
+"""
+
+
+def render_page(sections: list[tuple[str, str, str, str]]) -> str:
+    """sections: (anchor, title, explanation, body html) -> the whole page, plotly.js inlined."""
+    nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _, _ in sections)
+    body = "\n".join(
+        f'<section id="{a}"><h2>{html.escape(t)}</h2><p class="how">{html.escape(how)}</p>\n'
+        f"{content}</section>"
+        for a, t, how, content in sections
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>prune-sweep regime report</title>"
+        f"<style>{_STYLE}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>'
+        "<h1>prune-sweep: recoverable-regime report</h1>"
+        f"<nav>{nav}</nav>\n{body}\n</body></html>\n"
+    )
+
+
+def build_sections(
+    frame: pd.DataFrame, tables: RegimeTables, results: Path, density_sparsity: float
+) -> list[tuple[str, str, str, str]]:
+    tau = f"{tables.tau:g}"
+    profiles = density_profiles(results, density_sparsity)
+    order = {name: i for i, name in enumerate(ALLOCATION_ORDER)}
+    profiles = profiles.sort_values(
+        [*PAIR, "allocation", "layer"], key=lambda c: c.map(order) if c.name == "allocation" else c
+    )
+    sections = [
+        (
+            "regime-map",
+            "Regime map",
+            f"Each cell is one (dataset, arch, allocation) at one sparsity; colour = regime with "
+            f"tau = {tau}: intact (no repair needed), bn_recoverable (BN recalibration recovers), "
+            "repair_sensitive (only an activation-statistic repair recovers), collapsed (nothing "
+            "does), unknown (a missing repair could change it). Markers: where each repair's mean "
+            "r crosses tau, with the bootstrap interval. Hover for the numbers.",
+            _figure_html(figures.regime_map(tables), "regime-map-plot"),
+        ),
+        (
+            "summary",
+            "Repair-sensitive band",
+            "Per (dataset, arch, allocation): boundaries in sparsity, the band from where BN "
+            "recalibration fails to where the best activation-statistic repair fails, and flags.",
+            _table_html(tables.summary),
+        ),
+        (
+            "accuracy",
+            "Accuracy against sparsity",
+            "Mean top-1 over seeds per repair with its bootstrap interval; background = regime; "
+            f"dashed line = the top-1 at which r = tau ({tau}).",
+            _figure_html(figures.accuracy_panels(tables), "accuracy-plot"),
+        ),
+    ]
+    if not tables.comparison.empty:
+        sections.append(
+            (
+                "lamp-erk",
+                "LAMP − ERK",
+                "Difference in mean r (paired bootstrap over seeds). Blue: LAMP better, red: ERK "
+                "better; letters: L / E win, = the interval contains 0.",
+                _figure_html(figures.difference_map(tables), "lamp-erk-plot"),
+            )
+        )
+    if not profiles.empty:
+        sections.append(
+            (
+                "density",
+                "Per-layer density",
+                f"Kept fraction of each prunable layer at sparsity {density_sparsity:g}.",
+                _figure_html(figures.density_profiles(profiles, density_sparsity), "density-plot"),
+            )
+        )
+    points = fidelity_points(frame)
+    if not points.empty:
+        sections.append(
+            (
+                "fidelity",
+                "Label-free fidelity against top-1",
+                "One point per grid point (means over seeds). Agreement with the dense model "
+                "needs no labels: the tighter the relation, the better a user without labels "
+                "can judge recovery.",
+                _figure_html(figures.fidelity_scatter(points), "fidelity-plot"),
+            )
+        )
+    boundaries = tables.boundaries
+    sections.append(
+        (
+            "boundaries",
+            "Boundaries",
+            "Where each repair's mean r crosses tau, with the bracketing grid points, the "
+            "bootstrap interval and flags.",
+            f"<details><summary>{len(boundaries)} boundaries</summary>"
+            f"{_table_html(boundaries)}</details>",
+        )
+    )
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in provenance(frame, tables, results, density_sparsity)
+    )
+    sections.append(("provenance", "Provenance", "", f'<table class="prov">{rows}</table>'))
+    return sections
+
+
+def write_report(
+    results_path: Path | str,
+    out_path: Path | str | None = None,
+    tau: float = DEFAULT_TAU,
+    density_sparsity: float | None = None,
+) -> Path:
+    """Read the store, analyse it and write the HTML report; returns the report's path."""
+    results = Path(results_path)
+    out = Path(out_path) if out_path is not None else default_output(results)
+    tau = check_tau(tau)
+    _check_output(results, out)
+    frame = load_results(results, EXTRA_COLUMNS)
+    tables = regime_table(frame, tau)
+    sparsity = choose_density_sparsity(tables.curves["sparsity"], density_sparsity)
+    page = render_page(build_sections(frame, tables, results, sparsity))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description=(
+            "Write one self-contained HTML report (plotly.js inlined, opens offline) of a "
+            "prune-sweep result store: regime map, accuracy against sparsity per repair with "
+            "bootstrap bands and regime shading, LAMP - ERK map, per-layer density profiles, "
+            "agreement against top-1, and provenance."
+        ),
+    )
+    parser.add_argument("results", type=Path, help="result store directory")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="report path (default: RESULTS-report.html next to the store directory)",
+    )
+    parser.add_argument(
+        "--tau", type=float, default=DEFAULT_TAU, help="recovery threshold on r, in (0, 1)"
+    )
+    parser.add_argument(
+        "--density-sparsity",
+        type=float,
+        help="grid sparsity of the per-layer density profiles (default: middle of the grid)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> None:
+        path = write_report(args.results, args.output, args.tau, args.density_sparsity)
+        size = path.stat().st_size / 1e6
+        print(f"wrote {path} ({size:.1f} MB)")
+
+    return cli_main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Synthetic result stores in the real schema, for the analysis tests and the benchmark.
+
+Why: the analysis must be tested on answers worked out by hand and measured on a million rows,
+neither of which a real sweep on this machine can provide. Every row goes through
+`ResultStore.write_many`, so a synthetic store is read by exactly the code that reads a real one.
+
+Two levels: `make_row` / `curve_rows` build hand-specified rows (tests), `SyntheticGrid` draws a
+whole seeded grid of logistic recovery curves with seed noise (benchmark, report demos).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
+from sweep.store import ResultStore
+
+NUM_CLASSES = {
+    "fashion_mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "imagenette": 10,
+    "imagenet100": 100,
+}
+DENSE_TOP1 = {
+    "fashion_mnist": 0.93,
+    "cifar10": 0.95,
+    "cifar100": 0.77,
+    "imagenette": 0.90,
+    "imagenet100": 0.82,
+}
+# Prunable layer counts of the project's architectures (Conv2d + Linear).
+LAYER_COUNTS = {
+    "resnet20": 22,
+    "resnet32": 34,
+    "resnet56": 58,
+    "resnet18": 21,
+    "resnet34": 37,
+    "resnet50": 54,
+    "densenet121": 121,
+}
+_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def top1_for(r: float, num_classes: int, dense_top1: float) -> float:
+    """The top-1 whose normalised accuracy is r (inverse of (top1 - chance) / (dense - chance))."""
+    chance = 1.0 / num_classes
+    return chance + r * (dense_top1 - chance)
+
+
+@functools.cache
+def layer_names(arch: str) -> tuple[str, ...]:
+    count = LAYER_COUNTS.get(arch, 20)
+    return ("conv1", *(f"block{i}.conv" for i in range(1, count - 1)), "fc")
+
+
+@functools.cache
+def layer_density(arch: str, allocation: str, sparsity: float) -> tuple[float, ...]:
+    """A plausible per-layer profile: ERK spends more density early, LAMP flatter, mean 1 - s."""
+    count = LAYER_COUNTS.get(arch, 20)
+    depth = np.linspace(0.0, 1.0, count)
+    shape = {"erk": 2.0 - 1.5 * depth, "lamp": 1.3 - 0.5 * depth}.get(allocation, np.ones(count))
+    density = np.clip(shape * (1.0 - sparsity) / shape.mean(), 0.0, 1.0)
+    density[0] = density[-1] = min(1.0, 4 * (1.0 - sparsity))
+    return tuple(round(float(d), 6) for d in density)
+
+
+def trial_key(**config: object) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def make_row(
+    *,
+    dataset: str = "cifar10",
+    arch: str = "resnet18",
+    allocation: str = "erk",
+    sparsity: float = 0.9,
+    repair: str = "none",
+    seed: int = 0,
+    top1: float | None = 0.5,
+    num_classes: int | None = None,
+    dense_top1: float | None = None,
+    status: str = STATUS_OK,
+    agreement: float | None = None,
+    grid: str = "synthetic",
+    order: int = 0,
+    variant: str = "",
+) -> dict:
+    """One complete row of the result schema; unspecified fields get plausible values.
+
+    `order` spaces finished_at (later rows win a trial-key tie); `variant` makes a distinct trial
+    key for the same grid point (e.g. other repair params), which the analysis must flag.
+    """
+    num_classes = num_classes or NUM_CLASSES.get(dataset, 10)
+    dense_top1 = DENSE_TOP1.get(dataset, 0.9) if dense_top1 is None else dense_top1
+    ok = status == STATUS_OK
+    if ok and agreement is None and top1 is not None:
+        agreement = min(1.0, max(0.0, top1 / max(dense_top1, 1e-9)))
+    config = dict(
+        dataset=dataset,
+        arch=arch,
+        allocation=allocation,
+        sparsity=sparsity,
+        repair=repair,
+        seed=seed,
+        variant=variant,
+    )
+    values = {
+        "dataset": dataset,
+        "arch": arch,
+        "trial_key": trial_key(**config),
+        "status": status,
+        "error": None if ok else "RuntimeError: synthetic failure",
+        "attempts": 1 if ok else 3,
+        "grid": grid,
+        "checkpoint_sha256": trial_key(dataset=dataset, arch=arch),
+        "num_classes": num_classes,
+        "allocation": allocation,
+        "sparsity": sparsity,
+        "achieved_sparsity": sparsity,
+        "repair": repair,
+        "repair_params": "{}",
+        "seed": seed,
+        "calib_size": 1024,
+        "eval_size": 10000,
+        "dense_top1": dense_top1,
+        "top1": top1 if ok else None,
+        "top5": min(1.0, top1 + 0.2) if ok and top1 is not None and num_classes > 10 else None,
+        "nll": -math.log(max(top1, 1e-3)) if ok and top1 is not None else None,
+        "agreement": agreement if ok else None,
+        "kl": 1.0 - agreement if ok and agreement is not None else None,
+        "repair_extra_params": 0,
+        "layer_names": layer_names(arch),
+        "layer_density": layer_density(arch, allocation, sparsity),
+        "forced_dense": [],
+        "seconds_load": 0.1,
+        "seconds_prune": 0.1,
+        "seconds_repair": 0.1,
+        "seconds_eval": 0.1,
+        "node": "synthetic",
+        "node_ip": "127.0.0.1",
+        "gpu_ids": [],
+        "device": "cpu",
+        "torch_version": "2.14.1",
+        "torchvision_version": "0.29.1",
+        "ray_version": "2.60.0",
+        "prune_sweep_version": "0.1.0",
+        "finished_at": _EPOCH + timedelta(seconds=order),
+    }
+    # Exactly the current schema: columns added later (provenance, mostly) stay null.
+    return {name: values.get(name) for name in (*PARTITION_COLUMNS, *FILE_SCHEMA.names)}
+
+
+def curve_rows(
+    r_by_seed: Sequence[Sequence[float | None]],
+    sparsities: Sequence[float],
+    *,
+    num_classes: int = 10,
+    dense_top1: float = 0.9,
+    **fields: object,
+) -> list[dict]:
+    """Rows of one (dataset, arch, allocation, repair) curve given normalised accuracy per seed.
+
+    `r_by_seed[k][i]` is seed k's r at `sparsities[i]`; None leaves that point without a row.
+    """
+    rows = []
+    for seed, values in enumerate(r_by_seed):
+        for sparsity, r in zip(sparsities, values, strict=True):
+            if r is None:
+                continue
+            top1 = top1_for(r, num_classes, dense_top1)
+            rows.append(
+                make_row(
+                    sparsity=sparsity,
+                    seed=seed,
+                    top1=top1,
+                    num_classes=num_classes,
+                    dense_top1=dense_top1,
+                    **fields,
+                )
+            )
+    return rows
+
+
+@dataclass(frozen=True)
+class SyntheticGrid:
+    """A seeded grid of logistic recovery curves: each repair holds on to a later sparsity."""
+
+    datasets: tuple[str, ...] = ("cifar10", "cifar100", "imagenette")
+    archs: tuple[str, ...] = ("resnet18", "resnet50")
+    allocations: tuple[str, ...] = ("erk", "lamp")
+    sparsities: tuple[float, ...] = tuple(round(0.9 + 0.005 * i, 3) for i in range(12))
+    repairs: tuple[str, ...] = ("none", "bn_recal", "layer_var", "channel_var_shrink")
+    seeds: int = 3
+    noise: float = 0.03
+    error_rate: float = 0.0
+    random_seed: int = 0
+
+    def rows_per_partition(self) -> int:
+        per_point = sum(1 if repair == "none" else self.seeds for repair in self.repairs)
+        return len(self.allocations) * len(self.sparsities) * per_point
+
+    def rows_count(self) -> int:
+        return len(self.datasets) * len(self.archs) * self.rows_per_partition()
+
+    def midpoint(self, dataset: str, arch: str, allocation: str, repair: str) -> float:
+        """Sparsity where r = 0.5: repairs in grid order push it later, LAMP/ERK trade places."""
+        lo, hi = self.sparsities[0], self.sparsities[-1]
+        rank = self.repairs.index(repair) / max(1, len(self.repairs) - 1)
+        offset = (sum(map(ord, dataset + arch)) % 7) / 7 * 0.01
+        shift = {"erk": 0.004, "lamp": -0.004}.get(allocation, 0.0) * (1 - 2 * rank)
+        return lo + (hi - lo) * (0.1 + 0.9 * rank) + offset + shift
+
+    def partition_rows(self, dataset: str, arch: str) -> Iterator[dict]:
+        """All rows of one (dataset, arch) partition, deterministic in the grid's random seed."""
+        rng = np.random.default_rng([self.random_seed, sum(map(ord, dataset + arch))])
+        width = (self.sparsities[-1] - self.sparsities[0]) / 12
+        num_classes, dense = NUM_CLASSES.get(dataset, 10), DENSE_TOP1.get(dataset, 0.9)
+        chance, order = 1.0 / num_classes, 0
+        for allocation in self.allocations:
+            for repair in self.repairs:
+                mid = self.midpoint(dataset, arch, allocation, repair)
+                seeds = range(1) if repair == "none" else range(self.seeds)
+                for sparsity in self.sparsities:
+                    mean_r = 0.95 / (1.0 + math.exp((sparsity - mid) / width))
+                    noise = rng.normal(0.0, self.noise, (2, len(seeds)))
+                    fails = rng.random(len(seeds)) < self.error_rate
+                    for seed in seeds:
+                        r = min(1.0, max(-0.1, mean_r + noise[0, seed]))
+                        # Agreement tracks r, bent and noisy: labels would still tell more.
+                        agreement = chance + (1 - chance) * max(r, 0.0) ** 0.8 + noise[1, seed]
+                        order += 1
+                        yield make_row(
+                            dataset=dataset,
+                            arch=arch,
+                            allocation=allocation,
+                            sparsity=sparsity,
+                            repair=repair,
+                            seed=seed,
+                            top1=top1_for(r, num_classes, dense),
+                            agreement=min(1.0, max(0.0, agreement)),
+                            status=STATUS_ERROR if fails[seed] else STATUS_OK,
+                            order=order,
+                        )
+
+    def write(self, root: Path | str, rows_per_file: int = 250_000) -> int:
+        """Write the grid as a store (one file per partition chunk); returns the row count."""
+        store, written = ResultStore(root), 0
+        for dataset in self.datasets:
+            for arch in self.archs:
+                chunk: list[dict] = []
+                for row in self.partition_rows(dataset, arch):
+                    chunk.append(row)
+                    if len(chunk) == rows_per_file:
+                        written += len(chunk)
+                        store.write_many(chunk)
+                        chunk = []
+                if chunk:
+                    written += len(chunk)
+                    store.write_many(chunk)
+        return written

@@ -1,0 +1,99 @@
+"""Benchmark: regime table and HTML report from a synthetic store of ~1 M rows.
+
+Targets (issue 6, on a 2-core machine): regime table <= 10 s, report <= 30 s and <= 10 MB.
+Both timings include reading the store, as a user running the CLI would pay it. The store is
+written in the real schema through ResultStore.write_many (one file per partition chunk);
+generation is not timed. The last line printed is a JSON object.
+
+    .venv/bin/python bench/analysis.py [--rows 1000000] [--repeats 3] [--store DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# This script shares its name with the package it measures: run directly, its own folder would
+# come first on sys.path and shadow the `analysis` package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from analysis.regimes import load_results, regime_table  # noqa: E402
+from analysis.report import write_report  # noqa: E402
+from analysis.synthetic import SyntheticGrid  # noqa: E402
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenette", "imagenet100")
+ARCHS = ("resnet18", "resnet34", "resnet50", "densenet121")
+ALLOCATIONS = ("erk", "lamp", "uniform", "global")
+REPAIRS = ("none", "bn_recal", "layer_var", "channel_var", "channel_var_shrink")
+
+
+def grid_for(rows: int) -> SyntheticGrid:
+    """The paper-like grid with as many seeds as it takes to reach `rows` ('none' has one)."""
+    points = len(DATASETS) * len(ARCHS) * len(ALLOCATIONS) * 12
+    seeds = max(1, math.ceil((rows / points - 1) / (len(REPAIRS) - 1)))
+    return SyntheticGrid(
+        datasets=DATASETS,
+        archs=ARCHS,
+        allocations=ALLOCATIONS,
+        repairs=REPAIRS,
+        seeds=seeds,
+        error_rate=0.002,
+    )
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Median wall time over repeats, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="approximate store size")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")
+    parser.add_argument("--store", type=Path, help="reuse or create the store here (kept)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-analysis-") as tmp:
+        store = args.store or Path(tmp) / "results"
+        grid = grid_for(args.rows)
+        if store.exists():
+            print(f"reusing store {store}")
+        else:
+            start = time.perf_counter()
+            written = grid.write(store)
+            print(f"generated {written} rows in {time.perf_counter() - start:.1f} s ({store})")
+        rows = len(load_results(store, ["trial_key"]))
+        regimes_s, tables = timed(lambda: regime_table(load_results(store)), args.repeats)
+        cells = len(tables.regimes)
+        print(f"regime table: {regimes_s:.2f} s (median of {args.repeats}), {cells} cells")
+        report = Path(tmp) / "report.html"
+        report_s, _ = timed(lambda: write_report(store, report), args.repeats)
+        report_mb = report.stat().st_size / 1e6
+        print(f"report: {report_s:.2f} s (median of {args.repeats}), {report_mb:.2f} MB")
+        print(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "regimes_seconds": round(regimes_s, 2),
+                    "report_seconds": round(report_s, 2),
+                    "report_mb": round(report_mb, 2),
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

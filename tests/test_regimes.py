@@ -1,0 +1,391 @@
+"""Boundaries, regimes and the LAMP − ERK comparison on hand-built result stores.
+
+Every expected number is worked out in the test from the definitions: r = (top1 − chance) /
+(dense − chance) with 10 classes and dense top-1 0.9, so r is what `curve_rows` is given; a
+crossing between grid points s_i (r_i ≥ τ) and s_j (r_j < τ) is
+s_i + (r_i − τ) / (r_i − r_j) · (s_j − s_i).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.bootstrap import quantiles, resample_counts, resampled_means
+from analysis.boundaries import first_crossings
+from analysis.regimes import AnalysisInputError, load_results, main, regime_table
+from analysis.synthetic import curve_rows, make_row
+from sweep.errors import UserError
+from sweep.schema import STATUS_ERROR
+from sweep.store import ResultStore
+
+GRID = [0.90, 0.92, 0.94, 0.96]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def analyse(tmp_path: Path, rows: list[dict], tau: float = 0.5):
+    """Write rows as a real store, read them back as the CLI does, and analyse."""
+    root = tmp_path / "results"
+    ResultStore(root).write_many(rows)
+    return regime_table(load_results(root), tau)
+
+
+def one(frame: pd.DataFrame, **where: object) -> pd.Series:
+    mask = np.ones(len(frame), bool)
+    for column, value in where.items():
+        mask &= frame[column].to_numpy() == value
+    assert mask.sum() == 1, f"expected one row for {where}, found {mask.sum()}"
+    return frame[mask].iloc[0]
+
+
+def curve(r: list[float | None], repair: str = "none", **fields: object) -> list[dict]:
+    return curve_rows([r], GRID, repair=repair, **fields)
+
+
+# --- boundaries --------------------------------------------------------------------------------
+
+
+def test_crossing_between_grid_points_is_interpolated(tmp_path):
+    # r 0.7 at 0.92, 0.3 at 0.94: 0.92 + (0.7 - 0.5) / (0.7 - 0.3) * 0.02 = 0.93
+    tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1]))
+    b = one(tables.boundaries, repair="none")
+    assert b["status"] == "crossing"
+    assert b["boundary"] == pytest.approx(0.93)
+    assert (b["bracket_lo"], b["bracket_hi"]) == (0.92, 0.94)
+    assert b["ci_lo"] == b["ci_hi"] == pytest.approx(0.93)  # deterministic repair: one row
+    assert not b["non_monotone"] and b["flags"] == ""
+
+
+def test_crossing_exactly_on_a_grid_point(tmp_path):
+    # r = τ exactly at 0.92 still recovers; it falls below at 0.94, so the boundary is 0.92.
+    tables = analyse(tmp_path, curve([0.9, 0.5, 0.2, 0.1]))
+    b = one(tables.boundaries, repair="none")
+    assert b["status"] == "on grid point"
+    assert b["boundary"] == pytest.approx(0.92)
+    assert (b["bracket_lo"], b["bracket_hi"]) == (0.92, 0.94)
+    assert one(tables.curves, sparsity=0.92)["recovers"]
+
+
+def test_never_crossing_is_beyond_the_grid(tmp_path):
+    tables = analyse(tmp_path, curve([0.9, 0.8, 0.7, 0.6]))
+    b = one(tables.boundaries, repair="none")
+    assert b["status"] == "beyond the grid"
+    assert np.isnan(b["boundary"]) and np.isnan(b["bracket_lo"])
+
+
+def test_below_at_the_first_point_is_below_the_grid(tmp_path):
+    tables = analyse(tmp_path, curve([0.4, 0.3, 0.2, 0.1]))
+    b = one(tables.boundaries, repair="none")
+    assert b["status"] == "below the grid"
+    assert np.isnan(b["boundary"])
+
+
+def test_non_monotone_curve_uses_first_downward_crossing_and_says_so(tmp_path):
+    # Down between 0.90 (0.8) and 0.92 (0.4): 0.90 + 0.3 / 0.4 * 0.02 = 0.915; up again at 0.94.
+    tables = analyse(tmp_path, curve([0.8, 0.4, 0.6, 0.2]))
+    b = one(tables.boundaries, repair="none")
+    assert b["boundary"] == pytest.approx(0.915)
+    assert b["non_monotone"]
+    assert "first downward crossing" in b["flags"]
+
+
+def test_bootstrap_interval_of_the_boundary_over_seeds(tmp_path):
+    # Seeds (r at 0.90, 0.92, 0.94): every seed drops by 0.4 from 0.92 to 0.94, so a resample
+    # whose mean at 0.92 is m crosses at 0.92 + (m - 0.5) / 0.4 * 0.02, with m in [0.6, 0.8]:
+    # the boundary lies in [0.925, 0.935] and the mean curve (0.9, 0.7, 0.3) crosses at 0.93.
+    # A resample of 3 seeds is all one seed with probability 1/27 > 2.5 %, so the 95 % interval
+    # reaches both extremes exactly.
+    seeds = [[0.9, 0.6, 0.2], [0.9, 0.8, 0.4], [0.9, 0.7, 0.3]]
+    tables = analyse(tmp_path, curve_rows(seeds, GRID[:3], repair="bn_recal"))
+    b = one(tables.boundaries, repair="bn_recal")
+    assert b["boundary"] == pytest.approx(0.93)
+    assert (b["ci_lo"], b["ci_hi"]) == (pytest.approx(0.925), pytest.approx(0.935))
+    assert b["seeds"] == 3 and b["flags"] == ""
+    point = one(tables.curves, repair="bn_recal", sparsity=0.92)
+    assert point["r"] == pytest.approx(0.7)
+    assert (point["r_lo"], point["r_hi"]) == (pytest.approx(0.6), pytest.approx(0.8))
+
+
+def test_single_seed_gives_a_degenerate_flagged_interval(tmp_path):
+    tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1], repair="bn_recal"))
+    b = one(tables.boundaries, repair="bn_recal")
+    assert b["ci_lo"] == b["ci_hi"] == pytest.approx(b["boundary"])
+    assert "single seed" in b["flags"]
+    assert "single seed" in one(tables.curves, sparsity=0.92)["flags"]
+
+
+def test_missing_sparsity_is_flagged_and_bridged(tmp_path):
+    # bn_recal has no row at 0.92 (none does, so 0.92 is on the grid): the crossing spans the gap,
+    # 0.90 + (0.9 - 0.5) / (0.9 - 0.3) * 0.04 = 0.92667.
+    rows = curve([0.9, 0.8, 0.6, 0.4]) + curve([0.9, None, 0.3, 0.1], repair="bn_recal")
+    tables = analyse(tmp_path, rows)
+    b = one(tables.boundaries, repair="bn_recal")
+    assert b["boundary"] == pytest.approx(0.90 + 0.4 / 0.6 * 0.04)
+    assert "missing sparsities: 0.92" in b["flags"]
+    point = one(tables.curves, repair="bn_recal", sparsity=0.92)
+    assert point["seeds"] == 0 and "missing: no rows" in point["flags"]
+
+
+# --- regimes -----------------------------------------------------------------------------------
+
+# none, bn_recal and channel_var chosen so that the four grid points fall in the four regimes.
+NONE_R = [0.8, 0.3, 0.1, 0.0]  # crosses at 0.90 + 0.3 / 0.5 * 0.02 = 0.912
+BN_R = [0.9, 0.7, 0.3, 0.1]  # crosses at 0.92 + 0.2 / 0.4 * 0.02 = 0.93
+ACT_R = [0.9, 0.8, 0.6, 0.2]  # crosses at 0.94 + 0.1 / 0.4 * 0.02 = 0.945
+
+
+def four_regimes(**fields: object) -> list[dict]:
+    return (
+        curve(NONE_R, **fields)
+        + curve(BN_R, repair="bn_recal", **fields)
+        + curve(ACT_R, repair="channel_var", **fields)
+    )
+
+
+def test_each_grid_point_gets_its_regime_and_the_band_width(tmp_path):
+    tables = analyse(tmp_path, four_regimes())
+    assert tables.regimes.sort_values("sparsity")["regime"].tolist() == [
+        "intact",
+        "bn_recoverable",
+        "repair_sensitive",
+        "collapsed",
+    ]
+    s = one(tables.summary, allocation="erk")
+    assert s["boundary_none"] == pytest.approx(0.912)
+    assert s["boundary_bn_recal"] == pytest.approx(0.93)
+    assert s["boundary_activation"] == pytest.approx(0.945)
+    assert s["activation_repair"] == "channel_var"
+    # The band runs from where bn_recal (later than none) fails to where channel_var fails.
+    assert (s["band_lo"], s["band_hi"]) == (pytest.approx(0.93), pytest.approx(0.945))
+    assert s["band_width"] == pytest.approx(0.015)
+    assert s["sensitive_points"] == 1
+    assert s["chance"] == pytest.approx(0.1) and s["dense_top1"] == pytest.approx(0.9)
+
+
+def test_a_missing_repair_makes_only_the_points_it_could_change_unknown(tmp_path):
+    # channel_var has no row at 0.94 and 0.96: there none and bn_recal fail, so channel_var alone
+    # decides between repair_sensitive and collapsed -> unknown. At 0.90 none recovers: intact
+    # whatever channel_var does.
+    rows = curve(NONE_R) + curve(BN_R, repair="bn_recal")
+    rows += curve([0.9, 0.8, None, None], repair="channel_var")
+    regimes = analyse(tmp_path, rows).regimes.sort_values("sparsity")
+    assert regimes["regime"].tolist() == ["intact", "bn_recoverable", "unknown", "unknown"]
+    flags = regimes["flags"].tolist()
+    assert flags[0] == "" and "missing repairs: channel_var" in flags[2]
+
+
+def test_a_repair_the_pair_never_ran_is_named_not_guessed(tmp_path):
+    # cifar10 ran none and bn_recal only; cifar100 also ran channel_var.
+    rows = curve(NONE_R) + curve(BN_R, repair="bn_recal") + four_regimes(dataset="cifar100")
+    tables = analyse(tmp_path, rows)
+    s = one(tables.summary, dataset="cifar10")
+    assert "no activation-statistic repair" in s["flags"]
+    assert np.isnan(s["band_width"])
+    # There, 'collapsed' means: none of the repairs it ran recovers.
+    last = one(tables.regimes, dataset="cifar10", sparsity=0.96)
+    assert last["regime"] == "collapsed"
+    assert "not run for this dataset/arch: channel_var" in last["flags"]
+    assert one(tables.regimes, dataset="cifar100", sparsity=0.94)["regime"] == "repair_sensitive"
+
+
+def test_error_rows_are_excluded_counted_and_flagged(tmp_path):
+    rows = four_regimes()
+    failed = make_row(sparsity=0.92, repair="channel_var", seed=1, status=STATUS_ERROR, top1=None)
+    only_failed = make_row(sparsity=0.98, repair="none", status=STATUS_ERROR, top1=None)
+    tables = analyse(tmp_path, rows + [failed, only_failed])
+    point = one(tables.curves, repair="channel_var", sparsity=0.92)
+    assert point["r"] == pytest.approx(0.8) and point["errors"] == 1
+    assert "1 error rows excluded" in point["flags"]
+    lonely = one(tables.curves, repair="none", sparsity=0.98)
+    assert lonely["seeds"] == 0 and "only error rows" in lonely["flags"]
+    s = one(tables.summary, allocation="erk")
+    assert s["errors"] == 2 and s["trials"] == 14
+    # The failed point leaves none unknown at 0.98, so the regime there is unknown.
+    assert one(tables.regimes, sparsity=0.98)["regime"] == "unknown"
+
+
+def test_duplicate_trials_of_one_point_are_averaged_and_flagged(tmp_path):
+    rows = curve([0.9, 0.7, 0.3, 0.1]) + curve([0.9, 0.5, 0.3, 0.1], variant="other params")
+    point = one(analyse(tmp_path, rows).curves, sparsity=0.92)
+    assert point["r"] == pytest.approx(0.6)
+    assert "1 duplicate trials averaged" in point["flags"]
+
+
+# --- LAMP − ERK --------------------------------------------------------------------------------
+
+
+def test_lamp_minus_erk_paired_over_seeds(tmp_path):
+    # Per seed (LAMP − ERK): 0.92: +0.3 each -> interval [0.3, 0.3], LAMP wins; 0.94: -0.1, +0.2,
+    # -0.1 -> mean 0, interval [-0.1, 0.2] contains 0: tie; 0.96: -0.4, -0.6, -0.2 -> ERK wins.
+    lamp = [[0.7, 0.5, 0.2], [0.8, 0.6, 0.1], [0.9, 0.4, 0.3]]
+    erk = [[0.4, 0.6, 0.6], [0.5, 0.4, 0.7], [0.6, 0.5, 0.5]]
+    rows = curve_rows(lamp, GRID[1:], repair="bn_recal", allocation="lamp")
+    rows += curve_rows(erk, GRID[1:], repair="bn_recal", allocation="erk")
+    comparison = analyse(tmp_path, rows).comparison.sort_values("sparsity")
+    assert comparison["winner"].tolist() == ["lamp", "tie", "erk"]
+    first, middle, last = (row for _, row in comparison.iterrows())
+    assert first["diff"] == pytest.approx(0.3)
+    assert first["diff_lo"] == pytest.approx(0.3) and first["diff_hi"] == pytest.approx(0.3)
+    assert middle["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert (middle["diff_lo"], middle["diff_hi"]) == (pytest.approx(-0.1), pytest.approx(0.2))
+    assert (last["diff_lo"], last["diff_hi"]) == (pytest.approx(-0.6), pytest.approx(-0.2))
+
+
+def test_comparison_flags_a_missing_allocation_point(tmp_path):
+    rows = curve([0.9, 0.7, 0.3, 0.1], allocation="lamp")
+    rows += curve([0.9, 0.7, None, 0.1], allocation="erk")
+    comparison = analyse(tmp_path, rows).comparison
+    gap = one(comparison, sparsity=0.94)
+    assert gap["winner"] == "n/a" and "missing: erk" in gap["flags"]
+    assert one(comparison, sparsity=0.92)["winner"] == "tie"  # equal, deterministic
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+
+def test_vectorised_crossings_match_one_curve_at_a_time():
+    rng = np.random.default_rng(0)
+    curves = rng.uniform(0, 1, (50, 7))
+    curves[rng.uniform(size=curves.shape) < 0.1] = np.nan
+    grid = np.linspace(0.9, 0.96, 7)
+    batch = first_crossings(curves, grid, 0.5)
+    for i, values in enumerate(curves):
+        single = first_crossings(values, grid, 0.5)
+        assert single.status == batch.status[i]
+        np.testing.assert_equal(single.boundary, batch.boundary[i])
+
+
+def test_resampling_is_a_multinomial_over_seeds_and_quantiles_tolerate_censoring():
+    counts = resample_counts(5, 200, seed=1)
+    assert counts.shape == (200, 5) and (counts.sum(axis=1) == 5).all()
+    np.testing.assert_array_equal(counts, resample_counts(5, 200, seed=1))
+    values = np.array([[1.0, np.nan], [3.0, 4.0]])  # [seed, cell]
+    means = resampled_means(values, np.array([[1.0, 1.0], [2.0, 0.0]]))
+    np.testing.assert_allclose(means, [[2.0, 1.0], [4.0, np.nan]])
+    q = quantiles(np.array([[-np.inf, 1.0, 2.0, np.inf, np.nan]]), (0.0, 0.5, 1.0))
+    np.testing.assert_array_equal(q[:, 0], [-np.inf, 1.0, np.inf])
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0, -0.2, 1.5])
+def test_tau_outside_the_open_unit_interval_is_refused(tau):
+    frame = pd.DataFrame(curve([0.9, 0.7, 0.3, 0.1]))
+    with pytest.raises(AnalysisInputError, match="tau"):
+        regime_table(frame, tau)
+
+
+def test_an_empty_table_is_refused():
+    with pytest.raises(UserError, match="no rows"):
+        regime_table(pd.DataFrame(curve([0.9, 0.7, 0.3, 0.1])).iloc[:0])
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    rows = four_regimes() + four_regimes(allocation="lamp")
+    ResultStore(root).write_many(rows)
+    return root
+
+
+def test_cli_csv_parses_into_the_regime_table(store, capsys):
+    assert main([str(store), "--format", "csv"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert {"dataset", "arch", "allocation", "sparsity", "regime", "r_none", "flags"} <= set(
+        frame.columns
+    )
+    assert len(frame) == 8
+    erk = frame[frame["allocation"] == "erk"].sort_values("sparsity")
+    assert erk["regime"].tolist() == ["intact", "bn_recoverable", "repair_sensitive", "collapsed"]
+
+
+def test_cli_json_holds_every_table_with_flag_lists(store, capsys):
+    assert main([str(store), "--format", "json", "--tau", "0.6"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document) == {
+        "tau",
+        "confidence",
+        "resamples",
+        "summary",
+        "boundaries",
+        "regimes",
+        "comparison",
+        "curves",
+    }
+    assert document["tau"] == 0.6
+    boundary = document["boundaries"][0]
+    assert {"boundary", "status", "bracket_lo", "bracket_hi", "ci_lo", "ci_hi"} <= set(boundary)
+    assert isinstance(boundary["flags"], list)
+
+
+def test_cli_table_and_single_table_views(store, capsys):
+    assert main([str(store)]) == 0
+    text = capsys.readouterr().out
+    assert "Regime map" in text and "Boundaries" in text and "LAMP - ERK" in text
+    assert main([str(store), "--table", "boundaries", "--format", "csv"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(frame) == 6 and "boundary" in frame.columns
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, store, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    pq.write_table(pa.table({"x": [1, 2]}), other / "part.parquet")
+    cases = [
+        ([str(tmp_path / "missing")], "does not exist"),
+        ([str(empty)], "no Parquet files"),
+        ([str(other)], "not a prune-sweep result store"),
+        ([str(store), "--tau", "1.5"], "tau"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+
+
+def test_module_runs_as_a_program(store):
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis.regimes", str(store), "--format", "csv", "--tau", "0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "tau" in result.stderr
+    help_text = subprocess.run(
+        [sys.executable, "-m", "analysis.regimes", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    ).stdout
+    assert "--tau" in help_text and "repair_sensitive" in help_text
+
+
+def test_unusable_rows_and_failed_curves_are_named_not_dropped(tmp_path):
+    # dense top-1 at chance (0.1 with 10 classes) leaves r undefined; a curve of failures only
+    # has no boundary to report.
+    rows = curve_rows([[0.9, 0.7]], GRID[:2], dense_top1=0.1, dataset="cifar10")
+    rows += [make_row(dataset="svhn", sparsity=s, status=STATUS_ERROR, top1=None) for s in GRID[:2]]
+    tables = analyse(tmp_path, rows)
+    assert "r undefined" in one(tables.summary, dataset="cifar10")["flags"]
+    point = one(tables.curves, dataset="cifar10", sparsity=0.9)
+    assert point["seeds"] == 0 and "without a usable r" in point["flags"]
+    failed = one(tables.boundaries, dataset="svhn")
+    assert failed["status"] == "no data" and "missing sparsities: 0.9, 0.92" in failed["flags"]
+    assert set(tables.regimes["regime"]) == {"unknown"}

@@ -1,0 +1,183 @@
+"""The HTML report: one self-contained file, valid figures built from aggregates, provenance,
+and clear errors on bad input. (Rendering in a real browser: test_report_browser.py.)"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import plotly.graph_objects as go
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from plotly.offline import get_plotlyjs
+
+from analysis import figures
+from analysis.layers import density_profiles
+from analysis.regimes import AnalysisInputError, load_results, regime_table
+from analysis.report import (
+    EXTRA_COLUMNS,
+    choose_density_sparsity,
+    default_output,
+    fidelity_points,
+    main,
+    write_report,
+)
+from analysis.synthetic import SyntheticGrid, layer_names
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = SyntheticGrid(
+    datasets=("cifar10", "cifar100"),
+    archs=("resnet20",),
+    allocations=("erk", "lamp"),
+    sparsities=(0.9, 0.92, 0.94, 0.96),
+    repairs=("none", "bn_recal", "channel_var_shrink"),
+    seeds=3,
+    error_rate=0.05,
+)
+PLOT_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"')
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report") / "results"
+    GRID.write(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(store: Path) -> str:
+    return write_report(store, store.parent / "report.html").read_text(encoding="utf-8")
+
+
+def test_report_is_one_self_contained_page(report):
+    plotly_js = get_plotlyjs()
+    assert report.count(plotly_js[:120]) == 1  # plotly.js inlined exactly once
+    page = report.replace(plotly_js, "")  # the bundle itself names a CDN for geo maps only
+    assert not re.search(r"<(script|link)[^>]+(src|href)=", page)
+    assert "https://" not in page
+    assert len(PLOT_DIV.findall(report)) == 5
+    for anchor in ("regime-map", "accuracy", "lamp-erk", "density", "fidelity", "provenance"):
+        assert f'<section id="{anchor}">' in report
+    assert len(report.encode()) < 10e6
+
+
+def test_provenance_counts_trials_and_failures(store, report):
+    frame = load_results(store, ["status"])
+    failed = int((frame["status"] != "ok").sum())
+    assert failed > 0
+    assert f"{len(frame)} ({len(frame) - failed} ok, {failed} failed)" in report
+    assert "RuntimeError: synthetic failure" in report
+    for label in ("grid", "torch (trials)", "ray (trials)", "report environment", "plotly"):
+        assert label in report
+
+
+@pytest.fixture(scope="module")
+def parts(store):
+    frame = load_results(store, EXTRA_COLUMNS)
+    return frame, regime_table(frame, 0.5)
+
+
+def test_every_figure_is_valid_plotly(store, parts):
+    frame, tables = parts
+    built = [
+        figures.regime_map(tables),
+        figures.accuracy_panels(tables),
+        figures.difference_map(tables),
+        figures.density_profiles(density_profiles(store, 0.92), 0.92),
+        figures.fidelity_scatter(fidelity_points(frame)),
+    ]
+    for fig in built:
+        go.Figure(fig)  # raises on any unknown or ill-typed property
+
+
+def test_regime_map_has_a_cell_per_grid_point_and_boundary_markers(parts):
+    _, tables = parts
+    fig = figures.regime_map(tables)
+    heatmap, markers = fig["data"][0], fig["data"][1:]
+    assert len(heatmap["y"]) == 4  # (dataset, arch, allocation) rows
+    assert heatmap["x"] == list(GRID.sparsities)
+    assert all(len(row) == 4 for row in heatmap["z"])
+    crossed = tables.boundaries["boundary"].notna().sum()
+    assert sum(len(trace["x"]) for trace in markers) == crossed
+
+
+def test_accuracy_panels_band_and_line_per_repair_and_regime_shading(parts):
+    _, tables = parts
+    fig = figures.accuracy_panels(tables)
+    panels = 2 * 2  # (dataset, arch) rows x allocations
+    assert len(fig["data"]) == panels * 3 * 2  # band + mean line per repair
+    shapes = fig["layout"]["shapes"]
+    assert sum(s["type"] == "line" for s in shapes) == panels  # the tau line
+    assert all(
+        s["fillcolor"] in figures.REGIME_COLOURS.values() for s in shapes if s["type"] == "rect"
+    )
+    # Trace points are aggregates: never more than one per grid sparsity.
+    assert max(len(t["x"]) for t in fig["data"] if t.get("mode")) <= len(GRID.sparsities)
+
+
+def test_density_profiles_read_one_row_per_allocation(store):
+    profiles = density_profiles(store, 0.94)
+    per_curve = profiles.groupby(["dataset", "arch", "allocation"]).size()
+    assert len(per_curve) == 4 and (per_curve == len(layer_names("resnet20"))).all()
+    assert profiles["density"].between(0, 1).all()
+
+
+def test_density_sparsity_defaults_to_the_middle_and_must_be_on_the_grid():
+    assert choose_density_sparsity([0.9, 0.92, 0.94, 0.96], None) == 0.92
+    assert choose_density_sparsity([0.9, 0.92], 0.9200000001) == 0.92
+    with pytest.raises(AnalysisInputError, match="0.9, 0.92"):
+        choose_density_sparsity([0.9, 0.92], 0.91)
+
+
+def test_without_lamp_there_is_no_difference_map(tmp_path):
+    root = tmp_path / "erk-only"
+    SyntheticGrid(datasets=("cifar10",), archs=("resnet20",), allocations=("erk",), seeds=2).write(
+        root
+    )
+    page = write_report(root, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert len(PLOT_DIV.findall(page)) == 4 and 'id="lamp-erk"' not in page
+
+
+def test_cli_writes_next_to_the_store_by_default(store, capsys):
+    assert main([str(store), "--tau", "0.6", "--density-sparsity", "0.94"]) == 0
+    expected = default_output(store)
+    assert expected.parent == store.resolve().parent and expected.exists()
+    assert str(expected) in capsys.readouterr().out
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, store, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    pq.write_table(pa.table({"x": [1]}), other / "part.parquet")
+    out = str(tmp_path / "r.html")
+    cases = [
+        ([str(tmp_path / "missing"), "-o", out], "does not exist"),
+        ([str(empty), "-o", out], "no Parquet files"),
+        ([str(other), "-o", out], "not a prune-sweep result store"),
+        ([str(store), "-o", out, "--tau", "0"], "tau"),
+        ([str(store), "-o", out, "--density-sparsity", "0.5"], "not a grid point"),
+        ([str(store), "-o", str(store / "report.html")], "inside the result store"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (store / "report.html").exists()
+
+
+def test_module_runs_as_a_program(store, tmp_path):
+    out = tmp_path / "cli.html"
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis.report", str(store), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and str(out) in result.stdout
