@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -116,26 +117,38 @@ class ResultStore:
 
 
 def _latest_per_key(table: pa.Table) -> pa.Table:
+    """Keep the row with the latest finished_at of every trial key."""
     order = table.sort_by([("trial_key", "ascending"), ("finished_at", "ascending")])
-    keys = order.column("trial_key").to_pylist()
-    keep = [i for i in range(len(keys)) if i == len(keys) - 1 or keys[i] != keys[i + 1]]
-    return order.take(keep)
+    keys = order.column("trial_key")
+    if len(keys) < 2:
+        return order
+    last_of_key = pc.not_equal(keys.slice(0, len(keys) - 1), keys.slice(1))
+    keep = pa.concat_arrays([last_of_key.combine_chunks(), pa.array([True])])
+    return order.filter(keep)
 
 
-def read_results(path: Path | str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def read_results(
+    path: Path | str,
+    columns: Sequence[str] | None = None,
+    filter: pc.Expression | None = None,  # noqa: A002 - pyarrow's own name for it
+) -> pd.DataFrame:
     """Read a result store as a DataFrame with one row per trial key (the latest).
 
-    Raises StoreError for a missing or empty store, or one written with another schema.
+    `filter` is a pyarrow expression pushed down to the scan (e.g. one sparsity only), so large
+    list columns of rows that are not wanted never reach pandas. Files other than `*.parquet`
+    (a report, notes) are ignored. Raises StoreError for a missing or empty store, or one written
+    with another schema.
     """
     root = Path(path)
     if not root.is_dir():
         raise StoreError(
             f"result store {str(root)!r} does not exist (expected a directory of Parquet files)"
         )
-    dataset = ds.dataset(root, format="parquet", partitioning=_PARTITIONING)
-    if not dataset.files:
+    files = [str(p) for p in ResultStore(root).files()]
+    if not files:
         raise StoreError(f"result store {str(root)!r} holds no Parquet files")
-    missing = [name for name in FILE_SCHEMA.names if name not in dataset.schema.names]
+    found = pq.read_schema(files[0]).names
+    missing = [name for name in FILE_SCHEMA.names if name not in found]
     if missing:
         raise StoreError(
             f"{str(root)!r} is not a prune-sweep result store of this version: "
@@ -146,10 +159,14 @@ def read_results(path: Path | str, columns: Sequence[str] | None = None) -> pd.D
     if unknown:
         raise StoreError(f"unknown result columns {unknown}; expected of {RESULT_SCHEMA.names}")
     needed = list(dict.fromkeys([*wanted, "trial_key", "finished_at"]))
-    table = ds.dataset(
-        root, format="parquet", partitioning=_PARTITIONING, schema=RESULT_SCHEMA
-    ).to_table(columns=needed)
-    frame = table.to_pandas()
-    frame = frame.sort_values("finished_at", kind="stable")
-    frame = frame.drop_duplicates("trial_key", keep="last")
-    return frame[wanted].reset_index(drop=True)
+    dataset = ds.dataset(
+        files,
+        format="parquet",
+        partitioning=_PARTITIONING,
+        partition_base_dir=str(root),
+        schema=RESULT_SCHEMA,
+    )
+    table = dataset.to_table(columns=needed, filter=filter)
+    if pc.count_distinct(table["trial_key"]).as_py() != table.num_rows:
+        table = _latest_per_key(table)
+    return table.select(wanted).to_pandas()
