@@ -47,6 +47,7 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("seconds_eval", pa.float64(), "evaluating on the eval images"),
     ("node", pa.string(), "hostname of the node the trial ran on"),
     ("node_ip", pa.string(), "Ray node IP address"),
+    ("node_id", pa.string(), "Ray node id (distinguishes nodes that share a host)"),
     ("gpu_ids", pa.list_(pa.string()), "GPU ids Ray assigned to the trial (empty on CPU)"),
     ("device", pa.string(), "torch device the trial used"),
     ("torch_version", pa.string(), "torch.__version__"),

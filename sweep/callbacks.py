@@ -1,0 +1,151 @@
+"""Tune callbacks that run in the driver: the store's single writer, and the progress line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from sweep.grid import TrialConfig
+from sweep.schema import FILE_SCHEMA, STATUS_ERROR, STATUS_OK
+from sweep.store import ResultStore
+
+_LIST_COLUMNS = {f.name for f in FILE_SCHEMA if str(f.type).startswith("list")}
+
+
+def _trial_config(trial: Any) -> TrialConfig:
+    return TrialConfig.from_dict(trial.config["trial"])
+
+
+def _failures(trial: Any) -> int:
+    return trial.run_metadata.num_failures
+
+
+def error_message(trial: Any) -> str:
+    """The trial's last exception as 'Type: message' (the root cause, not Ray's wrapper)."""
+    error = trial.get_pickled_error()
+    while error is not None and getattr(error, "cause", None) is not None:
+        error = error.cause
+    if error is None:
+        text = trial.get_error() or "unknown error"
+        return text.strip().splitlines()[-1]
+    return f"{type(error).__name__}: {error}"
+
+
+def error_row(config: TrialConfig, grid: str, message: str, attempts: int) -> dict[str, Any]:
+    """A row for a trial that failed on every attempt: its config, no metrics."""
+    row: dict[str, Any] = dict.fromkeys(FILE_SCHEMA.names)
+    row.update({name: [] for name in _LIST_COLUMNS})
+    row.update(
+        trial_key=config.key,
+        status=STATUS_ERROR,
+        error=message,
+        attempts=attempts,
+        grid=grid,
+        checkpoint_sha256=config.checkpoint_sha256,
+        allocation=config.allocation,
+        sparsity=config.sparsity,
+        repair=config.repair,
+        seed=config.seed,
+        calib_size=config.calib_size,
+        dataset=config.dataset,
+        arch=config.arch,
+        finished_at=datetime.now(UTC),
+    )
+    return row
+
+
+class StoreWriter(Callback):
+    """Writes each finished trial's row the moment it reports: the store's only writer."""
+
+    def __init__(self, store: ResultStore, grid: str) -> None:
+        self.store, self.grid = store, grid
+        self.failed: list[tuple[TrialConfig, str]] = []
+        self.written = 0
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        row = {
+            name: result[name] for name in (*FILE_SCHEMA.names, "dataset", "arch") if name in result
+        }
+        row.update(
+            status=STATUS_OK,
+            error=None,
+            attempts=_failures(trial) + 1,
+            grid=self.grid,
+            finished_at=datetime.now(UTC),
+        )
+        self.store.write(row)
+        self.written += 1
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
+        config, message = _trial_config(trial), error_message(trial)
+        self.store.write(error_row(config, self.grid, message, attempts=_failures(trial)))
+        self.failed.append((config, message))
+
+
+class ProgressLine(Callback):
+    """One line with done / running / failed / total and an ETA, redrawn in place on a TTY."""
+
+    def __init__(self, total: int, every_s: float = 10.0) -> None:
+        self.total, self.every_s = total, every_s
+        self.done = self.failed = self.retried = 0
+        self.running: set[str] = set()
+        self.started_at = time.monotonic()
+        self._last_print = 0.0
+
+    @property
+    def stream(self) -> TextIO:
+        """Looked up when printing: Tune pickles callbacks, and a stream does not pickle."""
+        return sys.stdout
+
+    @property
+    def _tty(self) -> bool:
+        return self.stream.isatty()
+
+    def line(self) -> str:
+        finished = self.done + self.failed
+        elapsed = time.monotonic() - self.started_at
+        if finished:
+            eta = elapsed / finished * (self.total - finished)
+            eta_text = f"ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+        else:
+            eta_text = "ETA --"
+        return (
+            f"{finished}/{self.total} finished ({self.done} ok, {self.failed} failed) · "
+            f"{len(self.running)} running · {self.retried} retried · {eta_text}"
+        )
+
+    def _show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._tty:
+            self.stream.write("\r\033[K" + self.line())
+            self.stream.flush()
+        elif force or now - self._last_print >= self.every_s:
+            print(self.line(), file=self.stream, flush=True)
+            self._last_print = now
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info):
+        self.running.add(trial.trial_id)
+        self._show()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info):
+        self.retried += 1
+        self._show()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info):
+        self.running.discard(trial.trial_id)
+        self.done += 1
+        self._show()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
+        self.running.discard(trial.trial_id)
+        self.failed += 1
+        self._show(force=True)
+
+    def on_experiment_end(self, trials: list, **info):
+        if self._tty:
+            self.stream.write("\n")
+        self._show(force=not self._tty)

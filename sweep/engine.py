@@ -1,0 +1,136 @@
+"""The Ray side of a sweep: connect, train missing checkpoints, run trials on Tune."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from sweep.callbacks import ProgressLine, StoreWriter
+from sweep.grid import Grid, TrialConfig
+from sweep.plugins import PLUGINS_ENV, load_plugins
+from sweep.store import ResultStore
+from sweep.trial import TrialContext, run_trial
+
+
+def connect(address: str | None) -> tuple[bool, str | None]:
+    """Start or join Ray unless this process already did; (whether we started it, dashboard URL).
+
+    A local Ray binds its dashboard to 127.0.0.1; joining a cluster keeps the cluster's own.
+    """
+    if ray.is_initialized():
+        return False, None
+    env = {PLUGINS_ENV: os.environ[PLUGINS_ENV]} if os.environ.get(PLUGINS_ENV) else {}
+    runtime_env = {"env_vars": env} if env else None
+    if address is None:
+        context = ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env, log_to_driver=True)
+    else:
+        context = ray.init(address=address, runtime_env=runtime_env)
+    url = getattr(context, "dashboard_url", None)
+    return True, f"http://{url}" if url else None
+
+
+def effective_gpus(requested: float, joining: bool) -> float:
+    """GPUs per trial; on a local machine without GPUs, say so once and run on CPU.
+
+    When joining a cluster the request stands: an autoscaler may still add GPU nodes.
+    """
+    if requested > 0 and not joining and ray.cluster_resources().get("GPU", 0) == 0:
+        print(f"no GPU on this machine: trials run on CPU (requested {requested:g} per trial)")
+        return 0.0
+    return requested
+
+
+@ray.remote
+def _pretrain_task(dataset: str, arch: str, out: str, data_root: str | None, threads: int) -> str:
+    import torch
+
+    from sweep.tasks.train import train_dense
+
+    torch.set_num_threads(threads)
+    meta = train_dense(
+        dataset, arch, out_dir=Path(out), data_root=Path(data_root) if data_root else None
+    )
+    return meta.sha256
+
+
+def pretrain(
+    missing: list[tuple[str, str]], checkpoint_dir: Path, data_root: Path | None, gpus: float
+) -> None:
+    """Train each missing dense checkpoint as a Ray task (one GPU each when the sweep uses GPUs)."""
+    per_node_cpus = max(
+        int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]
+    )
+    cpus = max(1, per_node_cpus)
+    print(
+        f"training {len(missing)} missing dense checkpoint(s) first: "
+        + ", ".join(f"{d}/{a}" for d, a in missing)
+    )
+    refs = [
+        _pretrain_task.options(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0).remote(
+            dataset,
+            arch,
+            str(checkpoint_dir.resolve()),
+            str(data_root.resolve()) if data_root else None,
+            cpus,
+        )
+        for dataset, arch in missing
+    ]
+    ray.get(refs)
+
+
+def prepare_eval_caches(grid: Grid, data_root: Path | None, cache_dir: Path) -> None:
+    """Decode each eval set once, in the driver, before trials on this node want it."""
+    from sweep.tasks import data
+
+    for dataset in grid.datasets:
+        data.eval_set(dataset, data_root, cache_dir, limit=grid.eval_limit)
+
+
+def _trainable(config: dict, context: TrialContext) -> None:
+    load_plugins()
+    tune.report(run_trial(TrialConfig.from_dict(config["trial"]), context))
+
+
+def run_trials(
+    trials: list[TrialConfig],
+    context: TrialContext,
+    store: ResultStore,
+    cpus: float,
+    gpus: float,
+    max_concurrent: int | None,
+    retries: int,
+    tune_dir: Path,
+) -> StoreWriter:
+    """Run the trials on Tune; every finished one is in the store when this returns."""
+    writer = StoreWriter(store, context.grid)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, context=context), {"cpu": cpus, "gpu": gpus}
+    )
+    keys = {trial.key: trial for trial in trials}
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.to_dict() for t in keys.values()])},
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name="sweep",
+            storage_path=str(tune_dir.resolve()),
+            failure_config=tune.FailureConfig(max_failures=retries),
+            callbacks=[writer, ProgressLine(total=len(keys))],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    return writer
+
+
+def _trial_name(trial) -> str:
+    return TrialConfig.from_dict(trial.config["trial"]).key[:16]

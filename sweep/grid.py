@@ -1,0 +1,324 @@
+"""Named grids and grid files: validation and expansion into trial configs.
+
+A grid is a union of (dataset, arch) pairs crossed with allocations × sparsities × repairs ×
+seeds, where the seed axis applies only to repairs that draw a calibration set (`none` has no
+randomness and runs once per point). Because of that, and because a resumed sweep runs only the
+missing trials, the Tune search space is one `grid_search` over the expanded trial configs rather
+than a Cartesian product of axes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweep.errors import UnknownNameError, UserError
+
+SPARSITY_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class RepairSpec:
+    """A repair method with its parameters (canonical: sorted keys)."""
+
+    method: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether the method draws a calibration set, i.e. whether the seed axis applies."""
+        from sweep.tasks.repair import get_repair
+
+        return get_repair(self.method).uses_calibration
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    pairs: tuple[tuple[str, str], ...]
+    allocations: tuple[str, ...]
+    sparsities: tuple[float, ...]
+    repairs: tuple[RepairSpec, ...]
+    seeds: tuple[int, ...]
+    calib_size: int = 1024
+    eval_limit: int | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(dataset for dataset, _ in self.pairs))
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One grid point: everything that determines its result, nothing that does not."""
+
+    dataset: str
+    arch: str
+    allocation: str
+    sparsity: float
+    repair: str
+    repair_params: dict[str, Any]
+    seed: int
+    calib_size: int
+    eval_limit: int | None
+    checkpoint_sha256: str | None
+
+    @property
+    def key(self) -> str:
+        """Content-addressed trial key; requires the checkpoint digest."""
+        if self.checkpoint_sha256 is None:
+            raise ValueError("a trial key needs the checkpoint digest")
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "arch": self.arch,
+            "allocation": self.allocation,
+            "sparsity": self.sparsity,
+            "repair": self.repair,
+            "repair_params": self.repair_params,
+            "seed": self.seed,
+            "calib_size": self.calib_size,
+            "eval_limit": self.eval_limit,
+            "checkpoint_sha256": self.checkpoint_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
+        return cls(**values)
+
+
+def sparsity_range(start: float, stop: float, step: float) -> tuple[float, ...]:
+    """Inclusive range, rounded so that 0.9 + 11 * 0.005 is exactly 0.955."""
+    count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    return tuple(round(start + i * step, SPARSITY_DECIMALS) for i in range(count))
+
+
+STUDY_SPARSITIES = sparsity_range(0.90, 0.955, 0.005)
+STUDY_REPAIRS = (RepairSpec("none"), RepairSpec("bn_recal"), RepairSpec("channel_var_shrink"))
+STUDY_ALLOCATIONS = ("erk", "lamp")
+RESNETS = ("resnet18", "resnet34", "resnet50")
+PAPER_DATASETS = ("cifar10", "cifar100", "imagenette")
+
+DEMO = Grid(
+    name="demo",
+    pairs=(("fashion_mnist", "resnet20"),),
+    allocations=("erk", "lamp", "global"),
+    sparsities=(0.70, 0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98),
+    repairs=STUDY_REPAIRS,
+    seeds=(0, 1, 2),
+    calib_size=512,
+    eval_limit=2000,
+    resources={"cpus_per_trial": 1, "gpus_per_trial": 0},
+)
+PAPER = Grid(
+    name="paper",
+    pairs=tuple((d, a) for d in PAPER_DATASETS for a in RESNETS),
+    allocations=STUDY_ALLOCATIONS,
+    sparsities=STUDY_SPARSITIES,
+    repairs=STUDY_REPAIRS,
+    seeds=(0, 1, 2),
+    resources={"cpus_per_trial": 4, "gpus_per_trial": 0.5},
+)
+VALIDATION = Grid(
+    name="validation",
+    pairs=tuple(("imagenet100", a) for a in RESNETS)
+    + tuple((d, "densenet121") for d in (*PAPER_DATASETS, "imagenet100")),
+    allocations=STUDY_ALLOCATIONS,
+    sparsities=STUDY_SPARSITIES,
+    repairs=STUDY_REPAIRS,
+    seeds=(0, 1, 2),
+    resources={"cpus_per_trial": 4, "gpus_per_trial": 0.5},
+)
+FULL = Grid(
+    name="full",
+    pairs=PAPER.pairs + VALIDATION.pairs,
+    allocations=STUDY_ALLOCATIONS,
+    sparsities=STUDY_SPARSITIES,
+    repairs=STUDY_REPAIRS,
+    seeds=(0, 1, 2),
+    resources=PAPER.resources,
+)
+NAMED_GRIDS: dict[str, Grid] = {grid.name: grid for grid in (DEMO, PAPER, VALIDATION, FULL)}
+
+
+def expand(grid: Grid, digests: dict[tuple[str, str], str | None]) -> list[TrialConfig]:
+    """All trial configs of a grid; `digests` maps (dataset, arch) to its checkpoint sha256."""
+    trials = []
+    for dataset, arch in grid.pairs:
+        for allocation in grid.allocations:
+            for sparsity in grid.sparsities:
+                for repair in grid.repairs:
+                    for seed in grid.seeds if repair.uses_calibration else (0,):
+                        trials.append(
+                            TrialConfig(
+                                dataset=dataset,
+                                arch=arch,
+                                allocation=allocation,
+                                sparsity=sparsity,
+                                repair=repair.method,
+                                repair_params=repair.params_dict,
+                                seed=seed,
+                                calib_size=grid.calib_size,
+                                eval_limit=grid.eval_limit,
+                                checkpoint_sha256=digests.get((dataset, arch)),
+                            )
+                        )
+    return trials
+
+
+# --- loading and validation -------------------------------------------------------------------
+
+
+def load_grid(name_or_path: str) -> Grid:
+    """A named grid, or a YAML grid file; validated against every registry."""
+    if name_or_path in NAMED_GRIDS:
+        grid = NAMED_GRIDS[name_or_path]
+    elif name_or_path.endswith((".yaml", ".yml")):
+        grid = _grid_from_file(Path(name_or_path))
+    else:
+        raise UnknownNameError("grid", name_or_path, [*NAMED_GRIDS, "<file>.yaml"])
+    validate(grid)
+    return grid
+
+
+_FILE_FIELDS = {
+    "name", "datasets", "archs", "pairs", "allocations", "sparsities", "repairs", "seeds",
+    "calib_size", "eval_limit", "resources",
+}  # fmt: skip
+_RESOURCE_FIELDS = {"cpus_per_trial", "gpus_per_trial"}
+
+
+def _grid_from_file(path: Path) -> Grid:
+    if not path.is_file():
+        raise UserError(f"grid file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise UserError(f"grid file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"grid file {str(path)!r} must hold a mapping of fields")
+    unknown = set(raw) - _FILE_FIELDS
+    if unknown:
+        raise UserError(
+            f"grid file {str(path)!r}: unknown field(s) {sorted(unknown)}; "
+            f"allowed: {', '.join(sorted(_FILE_FIELDS))}"
+        )
+    if "pairs" in raw:
+        pairs = tuple(_pair(p, path) for p in _list(raw, "pairs", path))
+    else:
+        datasets, archs = _list(raw, "datasets", path), _list(raw, "archs", path)
+        pairs = tuple((str(d), str(a)) for d in datasets for a in archs)
+    resources = raw.get("resources") or {}
+    if not isinstance(resources, dict) or set(resources) - _RESOURCE_FIELDS:
+        raise UserError(
+            f"grid file {str(path)!r}: resources must be a mapping with keys "
+            f"{', '.join(sorted(_RESOURCE_FIELDS))}; got {resources!r}"
+        )
+    return Grid(
+        name=str(raw.get("name", path.stem)),
+        pairs=pairs,
+        allocations=tuple(str(a) for a in _list(raw, "allocations", path)),
+        sparsities=_sparsities(raw.get("sparsities"), path),
+        repairs=tuple(_repair(r, path) for r in _list(raw, "repairs", path)),
+        seeds=tuple(_int(s, "seeds", path) for s in raw.get("seeds", [0])),
+        calib_size=_int(raw.get("calib_size", 1024), "calib_size", path),
+        eval_limit=None
+        if raw.get("eval_limit") is None
+        else _int(raw["eval_limit"], "eval_limit", path),
+        resources={k: float(v) for k, v in resources.items()},
+    )
+
+
+def _list(raw: dict, key: str, path: Path) -> list:
+    value = raw.get(key)
+    if not isinstance(value, list) or not value:
+        raise UserError(f"grid file {str(path)!r}: {key!r} must be a non-empty list; got {value!r}")
+    return value
+
+
+def _pair(value: Any, path: Path) -> tuple[str, str]:
+    if not (isinstance(value, list | tuple) and len(value) == 2):
+        raise UserError(f"grid file {str(path)!r}: a pair is [dataset, arch]; got {value!r}")
+    return str(value[0]), str(value[1])
+
+
+def _int(value: Any, key: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"grid file {str(path)!r}: {key} must be an integer; got {value!r}")
+    return value
+
+
+def _sparsities(value: Any, path: Path) -> tuple[float, ...]:
+    if isinstance(value, dict) and set(value) == {"start", "stop", "step"}:
+        return sparsity_range(float(value["start"]), float(value["stop"]), float(value["step"]))
+    if isinstance(value, list) and value and all(isinstance(s, int | float) for s in value):
+        return tuple(round(float(s), SPARSITY_DECIMALS) for s in value)
+    raise UserError(
+        f"grid file {str(path)!r}: sparsities must be a list of numbers or "
+        f"{{start, stop, step}}; got {value!r}"
+    )
+
+
+def _repair(value: Any, path: Path) -> RepairSpec:
+    if isinstance(value, str):
+        return RepairSpec(value)
+    if isinstance(value, dict) and "method" in value and set(value) <= {"method", "params"}:
+        params = value.get("params") or {}
+        if isinstance(params, dict):
+            return RepairSpec(str(value["method"]), tuple(sorted(params.items())))
+    raise UserError(
+        f"grid file {str(path)!r}: a repair is a method name or {{method, params}}; got {value!r}"
+    )
+
+
+def validate(grid: Grid) -> None:
+    """Check every name and value against the registries; all problems in one error."""
+    from sweep.tasks.data import DATASETS
+    from sweep.tasks.models import ARCHS
+    from sweep.tasks.prune import ALLOCATIONS
+    from sweep.tasks.repair import repair_params
+
+    problems = []
+    for dataset, arch in grid.pairs:
+        if dataset not in DATASETS:
+            problems.append(f"unknown dataset {dataset!r}; expected one of: {', '.join(DATASETS)}")
+        if arch not in ARCHS:
+            problems.append(f"unknown arch {arch!r}; expected one of: {', '.join(ARCHS)}")
+    for allocation in grid.allocations:
+        if allocation not in ALLOCATIONS:
+            problems.append(
+                f"unknown allocation {allocation!r}; expected one of: {', '.join(ALLOCATIONS)}"
+            )
+    for sparsity in grid.sparsities:
+        if not (0.0 <= sparsity < 1.0):
+            problems.append(f"sparsity {sparsity!r} is outside [0, 1)")
+    for repair in grid.repairs:
+        try:
+            repair_params(repair.method, **repair.params_dict)
+        except UserError as error:
+            problems.append(str(error))
+    if not grid.seeds:
+        problems.append("seeds must not be empty")
+    if grid.calib_size < 1:
+        problems.append(f"calib_size {grid.calib_size} must be at least 1")
+    if grid.eval_limit is not None and grid.eval_limit < 1:
+        problems.append(f"eval_limit {grid.eval_limit} must be at least 1 (or null for all)")
+    for key, value in grid.resources.items():
+        if value < 0:
+            problems.append(f"resources.{key} {value} must not be negative")
+    if problems:
+        raise UserError(f"grid {grid.name!r} is invalid:\n  - " + "\n  - ".join(problems))

@@ -1,0 +1,122 @@
+"""Grids: the named grids' sizes, expansion rules, trial keys, and grid-file validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweep.errors import UnknownNameError, UserError
+from sweep.grid import NAMED_GRIDS, TrialConfig, expand, load_grid, sparsity_range
+
+
+def test_study_sparsities_are_the_twelve_points_from_90_to_95_5_percent():
+    points = sparsity_range(0.90, 0.955, 0.005)
+    assert len(points) == 12
+    assert points[0] == 0.9 and points[-1] == 0.955
+    assert points[1] == 0.905
+
+
+@pytest.mark.parametrize(
+    ("name", "trials"), [("paper", 1512), ("validation", 1176), ("full", 2688)]
+)
+def test_named_grid_sizes_follow_the_seed_rule(name, trials):
+    assert len(expand(load_grid(name), {})) == trials
+
+
+def test_deterministic_repair_runs_once_per_point_and_seeded_repairs_once_per_seed():
+    trials = expand(load_grid("demo"), {})
+    point = [t for t in trials if t.allocation == "erk" and t.sparsity == 0.9]
+    by_repair = {
+        r: sorted(t.seed for t in point if t.repair == r) for r in {t.repair for t in point}
+    }
+    assert by_repair == {"none": [0], "bn_recal": [0, 1, 2], "channel_var_shrink": [0, 1, 2]}
+
+
+def test_trial_key_is_content_addressed():
+    first = expand(load_grid("demo"), {("fashion_mnist", "resnet20"): "a" * 64})[0]
+    again = TrialConfig.from_dict(first.to_dict())
+    assert again.key == first.key and len(first.key) == 64
+    changed = TrialConfig.from_dict({**first.to_dict(), "checkpoint_sha256": "b" * 64})
+    assert changed.key != first.key
+    keys = [t.key for t in expand(load_grid("demo"), {("fashion_mnist", "resnet20"): "a" * 64})]
+    assert len(set(keys)) == len(keys)
+
+
+def test_key_needs_a_checkpoint_digest():
+    trial = expand(load_grid("demo"), {})[0]
+    with pytest.raises(ValueError, match="checkpoint digest"):
+        _ = trial.key
+
+
+def test_grid_file_round_trip(tmp_path: Path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk, lamp]\n"
+        "sparsities: {start: 0.9, stop: 0.92, step: 0.01}\n"
+        "repairs: [none, {method: bn_recal}]\nseeds: [0, 1]\ncalib_size: 64\neval_limit: 100\n"
+    )
+    grid = load_grid(str(path))
+    assert grid.name == "tiny"
+    assert grid.sparsities == (0.9, 0.91, 0.92)
+    assert len(expand(grid, {})) == 2 * 3 * (1 + 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "datasets: [mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [none]\n",
+            "unknown dataset 'mnist'",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet19]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [none]\n",
+            "unknown arch 'resnet19'",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erkk]\nsparsities: [0.9]\n"
+            "repairs: [none]\n",
+            "unknown allocation 'erkk'",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [1.0]\n"
+            "repairs: [none]\n",
+            "sparsity 1.0 is outside",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [bn_recall]\n",
+            "bn_recall",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [none]\ncolour: red\n",
+            "unknown field",
+        ),
+        ("datasets: fashion_mnist\n", "must be a non-empty list"),
+    ],
+)
+def test_bad_grid_files_name_the_bad_value(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_grid(str(path))
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "datasets: [mnist]\narchs: [resnet19]\nallocations: [erk]\nsparsities: [0.9]\n"
+        "repairs: [none]\n"
+    )
+    with pytest.raises(UserError) as caught:
+        load_grid(str(path))
+    assert "mnist" in str(caught.value) and "resnet19" in str(caught.value)
+
+
+def test_unknown_grid_name_lists_the_named_grids():
+    with pytest.raises(UnknownNameError) as caught:
+        load_grid("fulll")
+    assert all(name in str(caught.value) for name in NAMED_GRIDS)

@@ -1,0 +1,141 @@
+"""The launcher end to end on a real local Ray with logical GPUs and real Parquet files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import ray
+from support import needs_fashion_mnist, write_grid
+
+from sweep import launch
+from sweep.plugins import PLUGINS_ENV
+from sweep.store import read_results
+
+PLUGIN = Path(__file__).parent / "plugins" / "faulty_repairs.py"
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray for the module: 2 CPUs and 2 logical GPUs (CUDA is absent, pinning is not)."""
+    os.environ[PLUGINS_ENV] = str(PLUGIN)
+    os.environ["PRUNE_SWEEP_TEST_MARKERS"] = str(tmp_path_factory.mktemp("markers"))
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+    del os.environ[PLUGINS_ENV]
+
+
+def _launch(grid: Path, out: Path, checkpoints: Path, cache: Path, *extra: str) -> int:
+    return launch.main(
+        ["--grid", str(grid), "--out", str(out), "--checkpoints", str(checkpoints),
+         "--cache-dir", str(cache), *extra]
+    )  # fmt: skip
+
+
+@needs_fashion_mnist
+def test_tiny_grid_end_to_end_with_fractional_gpus_then_resume(
+    local_ray, tmp_path: Path, checkpoint_dir: Path, capsys
+):
+    grid = write_grid(
+        tmp_path / "tiny.yaml", repairs=["none", "bn_recal", "channel_var_shrink"], seeds=[0, 1]
+    )
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert _launch(grid, out, checkpoint_dir, cache, "--gpus-per-trial", "0.5") == 0
+
+    frame = read_results(out)
+    assert len(frame) == 2 * 2 * (1 + 2 + 2)
+    assert set(frame["status"]) == {"ok"}
+    assert frame["trial_key"].is_unique
+    # Half a GPU per trial: Ray pins each trial to exactly one of the two logical GPUs.
+    assert all(len(ids) == 1 and ids[0] in {"0", "1"} for ids in frame["gpu_ids"])
+    assert set(frame["device"]) == {"cpu"}  # no CUDA here: pinned, but computed on the CPU
+    assert (frame["achieved_sparsity"] - frame["sparsity"]).abs().max() < 1e-3
+    assert frame["eval_size"].eq(64).all() and frame["top1"].between(0, 1).all()
+    shrink = frame[frame["repair"] == "channel_var_shrink"]
+    assert (shrink["repair_extra_params"] > 0).all()
+    assert frame.loc[frame["repair"] == "none", "calib_size"].eq(0).all()
+    # Shared work ran once per node: one mask set per (allocation, sparsity), one dense-stats
+    # per calibration seed, one dense-logits set.
+    fills = [line.split("\t")[0] for line in (cache / "fills.log").read_text().splitlines()]
+    assert fills.count("masks") == 4 and fills.count("dense_stats") == 2
+    assert fills.count("dense_logits") == 1
+
+    capsys.readouterr()
+    files_before = sorted(out.rglob("*.parquet"))
+    assert _launch(grid, out, checkpoint_dir, cache) == 0
+    assert "20 already done, 0 to run" in capsys.readouterr().out
+    assert sorted(out.rglob("*.parquet")) == files_before
+
+
+@needs_fashion_mnist
+def test_whole_gpus_per_trial_are_pinned(local_ray, tmp_path: Path, checkpoint_dir: Path):
+    grid = write_grid(tmp_path / "g.yaml", allocations=["erk"], sparsities=[0.9], repairs=["none"])
+    out = tmp_path / "out"
+    assert _launch(grid, out, checkpoint_dir, tmp_path / "c", "--gpus-per-trial", "2") == 0
+    assert sorted(read_results(out)["gpu_ids"].iloc[0]) == ["0", "1"]
+
+
+@needs_fashion_mnist
+def test_failing_trial_is_retried_then_recorded_while_the_rest_finish(
+    local_ray, tmp_path: Path, checkpoint_dir: Path, capsys
+):
+    grid = write_grid(
+        tmp_path / "faulty.yaml",
+        allocations=["erk"],
+        sparsities=[0.9],
+        repairs=["none", "fail_always", "fail_once"],
+    )
+    out = tmp_path / "out"
+    assert _launch(grid, out, checkpoint_dir, tmp_path / "cache", "--retries", "1") == 1
+    frame = read_results(out).set_index("repair")
+    assert frame.loc["none", "status"] == "ok"
+    assert frame.loc["fail_once", "status"] == "ok"
+    assert frame.loc["fail_once", "attempts"] == 2
+    failed = frame.loc["fail_always"]
+    assert failed["status"] == "error" and failed["attempts"] == 2
+    assert "RuntimeError: injected failure" in failed["error"]
+    assert "fail_always" in capsys.readouterr().err
+
+    # A rerun retries only the errored trial.
+    before = read_results(out).set_index("trial_key")["finished_at"]
+    assert _launch(grid, out, checkpoint_dir, tmp_path / "cache", "--retries", "0") == 1
+    after = read_results(out).set_index("trial_key")["finished_at"]
+    changed = after[after != before.reindex(after.index)].index
+    assert list(changed) == [failed["trial_key"]]
+
+
+def test_dry_run_needs_no_data_checkpoints_or_ray(tmp_path: Path, capsys):
+    code = launch.main(
+        ["--grid", "paper", "--dry-run", "--format", "json", "--out", str(tmp_path / "out"),
+         "--checkpoints", str(tmp_path / "none"), "--data-root", str(tmp_path / "nodata")]
+    )  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert summary["trials"] == 1512 and summary["done"] == 0
+    assert "cifar10" in summary["missing"]["data"]
+    assert "cifar10/resnet18" in summary["missing"]["checkpoints"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grid", "papr"], "unknown grid 'papr'"),
+        (["--grid", "paper"], "data for 'cifar10' is missing"),
+        (["--grid", "paper"], "no checkpoint for cifar10/resnet18"),
+        (["--grid", "demo", "--gpus-per-trial", "-1"], "--gpus-per-trial -1"),
+        (["--grid", "demo", "--max-concurrent", "0"], "--max-concurrent 0"),
+    ],
+)
+def test_preflight_errors_exit_2_and_write_nothing(tmp_path: Path, capsys, args, message):
+    out = tmp_path / "out"
+    code = launch.main(
+        [*args, "--out", str(out), "--checkpoints", str(tmp_path / "none"),
+         "--data-root", str(tmp_path / "nodata")]
+    )  # fmt: skip
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
