@@ -26,7 +26,9 @@ _MEMO_ENTRIES = 16
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.cwd() / ".cache" / "prune-sweep"))
+    """$PRUNE_SWEEP_CACHE, else ~/.cache/prune-sweep: resolved on the node that uses it, so
+    every node of a cluster keeps its own cache, whatever a worker's working directory is."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "prune-sweep")
 
 
 class ArtifactCache:

@@ -91,8 +91,7 @@ class ProgressLine(Callback):
 
     def __init__(self, total: int, every_s: float = 10.0) -> None:
         self.total, self.every_s = total, every_s
-        self.done = self.failed = self.retried = 0
-        self.running: set[str] = set()
+        self.done = self.failed = self.retried = self.running = 0
         self.started_at = time.monotonic()
         self._last_print = 0.0
 
@@ -115,7 +114,7 @@ class ProgressLine(Callback):
             eta_text = "ETA --"
         return (
             f"{finished}/{self.total} finished ({self.done} ok, {self.failed} failed) · "
-            f"{len(self.running)} running · {self.retried} retried · {eta_text}"
+            f"{self.running} running · {self.retried} retried · {eta_text}"
         )
 
     def _show(self, force: bool = False) -> None:
@@ -127,8 +126,11 @@ class ProgressLine(Callback):
             print(self.line(), file=self.stream, flush=True)
             self._last_print = now
 
+    def _count_running(self, trials: list) -> None:
+        self.running = sum(trial.status == "RUNNING" for trial in trials)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info):
-        self.running.add(trial.trial_id)
+        self._count_running(trials)
         self._show()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info):
@@ -136,13 +138,13 @@ class ProgressLine(Callback):
         self._show()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info):
-        self.running.discard(trial.trial_id)
         self.done += 1
+        self._count_running(trials)
         self._show()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
-        self.running.discard(trial.trial_id)
         self.failed += 1
+        self._count_running(trials)
         self._show(force=True)
 
     def on_experiment_end(self, trials: list, **info):

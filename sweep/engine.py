@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def run_trials(
             verbose=0,
         ),
     )
+    # Tune's own result files are off (the store is the record), so its end-of-run lookup of
+    # them would warn once per trial.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner.fit()
     return writer
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,25 +133,13 @@ PAPER = Grid(
     seeds=(0, 1, 2),
     resources={"cpus_per_trial": 4, "gpus_per_trial": 0.5},
 )
-VALIDATION = Grid(
+VALIDATION = replace(
+    PAPER,
     name="validation",
     pairs=tuple(("imagenet100", a) for a in RESNETS)
     + tuple((d, "densenet121") for d in (*PAPER_DATASETS, "imagenet100")),
-    allocations=STUDY_ALLOCATIONS,
-    sparsities=STUDY_SPARSITIES,
-    repairs=STUDY_REPAIRS,
-    seeds=(0, 1, 2),
-    resources={"cpus_per_trial": 4, "gpus_per_trial": 0.5},
 )
-FULL = Grid(
-    name="full",
-    pairs=PAPER.pairs + VALIDATION.pairs,
-    allocations=STUDY_ALLOCATIONS,
-    sparsities=STUDY_SPARSITIES,
-    repairs=STUDY_REPAIRS,
-    seeds=(0, 1, 2),
-    resources=PAPER.resources,
-)
+FULL = replace(PAPER, name="full", pairs=PAPER.pairs + VALIDATION.pairs)
 NAMED_GRIDS: dict[str, Grid] = {grid.name: grid for grid in (DEMO, PAPER, VALIDATION, FULL)}
 
 

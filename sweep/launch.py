@@ -26,6 +26,7 @@ from sweep.grid import NAMED_GRIDS, Grid, TrialConfig, load_grid  # noqa: E402
 from sweep.plugins import load_plugins  # noqa: E402
 from sweep.preflight import Plan, make_plan, require_runnable  # noqa: E402
 from sweep.store import ResultStore  # noqa: E402
+from sweep.tasks.data import DEFAULT_DATA_ROOT  # noqa: E402
 from sweep.trial import TrialContext  # noqa: E402
 
 DEFAULT_RETRIES = 2
@@ -112,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
     load_plugins()
     grid = load_grid(args.grid)
     out = args.out or Path("results") / grid.name
-    cache_dir = args.cache_dir or default_cache_dir()
     plan = make_plan(grid, ResultStore(out), args.checkpoints, args.data_root)
     if args.dry_run:
         print_plan(plan, args.format)
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             out.rename(moved)
             print(f"--restart: previous results moved to {moved}")
             plan = make_plan(grid, ResultStore(out), args.checkpoints, args.data_root)
-        return _run_sweep(args, grid, plan, out, cache_dir)
+        ResultStore(out).remove_stale_temporaries()
+        return _run_sweep(args, grid, plan, out)
 
 
 def _check_resources(args: argparse.Namespace) -> None:
@@ -157,13 +158,33 @@ class _exclusive:
         self.handle.close()
 
 
-def _run_sweep(args: argparse.Namespace, grid: Grid, plan: Plan, out: Path, cache_dir: Path) -> int:
+def _run_sweep(args: argparse.Namespace, grid: Grid, plan: Plan, out: Path) -> int:
     import ray
 
     from sweep import engine
 
+    if not plan.missing_checkpoints and not plan.todo:  # nothing to do: no need for Ray
+        print(f"grid {grid.name}: all {len(plan.trials)} trials already done; results in {out}")
+        return 0
     started = time.monotonic()
     started_ray, dashboard = engine.connect(args.address)
+    try:
+        return _run_on_ray(args, grid, plan, out, started, dashboard)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _run_on_ray(
+    args: argparse.Namespace,
+    grid: Grid,
+    plan: Plan,
+    out: Path,
+    started: float,
+    dashboard: str | None,
+) -> int:
+    from sweep import engine  # Ray and Tune load only when a sweep really runs
+
     print(f"results: {out.resolve()}")
     print(f"ray dashboard: {dashboard or 'not available'}")
     gpus = engine.effective_gpus(
@@ -184,12 +205,17 @@ def _run_sweep(args: argparse.Namespace, grid: Grid, plan: Plan, out: Path, cach
     )
     if not todo:
         return 0
+    # Paths are made absolute here: cluster nodes hold the repository at the same path, but a
+    # worker's working directory is not the driver's. The cache stays node-local: unless given,
+    # each node resolves its own default.
+    cache_dir = args.cache_dir.resolve() if args.cache_dir else None
     if args.address is None:
+        cache_dir = cache_dir or default_cache_dir()
         engine.prepare_eval_caches(grid, args.data_root, cache_dir)
     context = TrialContext(
         checkpoint_dir=args.checkpoints.resolve(),
-        data_root=args.data_root.resolve() if args.data_root else None,
-        cache_dir=cache_dir.resolve(),
+        data_root=(args.data_root or DEFAULT_DATA_ROOT).resolve(),
+        cache_dir=cache_dir,
         grid=grid.name,
     )
     store = ResultStore(out)
@@ -204,8 +230,6 @@ def _run_sweep(args: argparse.Namespace, grid: Grid, plan: Plan, out: Path, cach
         tune_dir=out.parent / f".{out.name}.tune",
     )
     store.compact()
-    if started_ray:
-        ray.shutdown()
     minutes = (time.monotonic() - started) / 60
     print(f"finished {writer.written} trials in {minutes:.1f} min; results in {out}")
     if writer.failed:

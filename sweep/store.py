@@ -86,6 +86,13 @@ class ResultStore:
             written.append(path)
         return written
 
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files a killed writer left behind (call only as the single writer)."""
+        stale = list(self.root.rglob(".*.tmp")) if self.root.is_dir() else []
+        for path in stale:
+            path.unlink()
+        return len(stale)
+
     def files(self) -> list[Path]:
         return sorted(p for p in self.root.rglob("*.parquet") if not p.name.startswith("."))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 import torchvision
 
@@ -33,7 +33,7 @@ class TrialContext:
 
     checkpoint_dir: Path
     data_root: Path | None
-    cache_dir: Path
+    cache_dir: Path | None  # None: each node's own default_cache_dir()
     grid: str
 
 
@@ -50,18 +50,28 @@ class _Stopwatch:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
+def _ray() -> Any | None:
+    """The Ray module when this process runs inside Ray; trials never import Ray themselves."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
+
+
 def trial_device() -> tuple[torch.device, list[str]]:
-    """cuda:0 when Ray assigned this trial a GPU (it sets CUDA_VISIBLE_DEVICES), else CPU."""
-    gpu_ids = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
-    use_cuda = bool(gpu_ids) and torch.cuda.is_available()
+    """(device, Ray GPU ids). Inside Ray: cuda:0 only when Ray assigned this trial a GPU (it sets
+    CUDA_VISIBLE_DEVICES). Outside Ray (a notebook, a loop): cuda:0 whenever CUDA is there."""
+    ray = _ray()
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()] if ray else []
+    wants_cuda = bool(gpu_ids) if ray else True
+    use_cuda = wants_cuda and torch.cuda.is_available()
     return torch.device("cuda:0" if use_cuda else "cpu"), gpu_ids
 
 
-def _ray_node() -> tuple[str, str | None]:
-    """(node IP, node id) of the Ray node running this trial; loopback and None outside Ray."""
-    if not ray.is_initialized():
-        return "127.0.0.1", None
-    return ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
+def _ray_node() -> tuple[str, str | None, str | None]:
+    """(node IP, node id, Ray version) of this trial's Ray node; loopback and None outside Ray."""
+    ray = _ray()
+    if ray is None:
+        return "127.0.0.1", None, None
+    return ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id(), ray.__version__
 
 
 def load_dense(
@@ -134,7 +144,7 @@ def run_trial(config: TrialConfig, context: TrialContext) -> dict[str, Any]:
             model, eval_set, dense_logits=dense_eval["logits"], device=device
         )
 
-    node_ip, node_id = _ray_node()
+    node_ip, node_id, ray_version = _ray_node()
     return {
         "trial_key": config.key,
         "checkpoint_sha256": meta.sha256,
@@ -170,7 +180,7 @@ def run_trial(config: TrialConfig, context: TrialContext) -> dict[str, Any]:
         "device": str(device),
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
-        "ray_version": ray.__version__,
+        "ray_version": ray_version,
         "prune_sweep_version": sweep.__version__,
     }
 

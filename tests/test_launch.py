@@ -66,7 +66,7 @@ def test_tiny_grid_end_to_end_with_fractional_gpus_then_resume(
     capsys.readouterr()
     files_before = sorted(out.rglob("*.parquet"))
     assert _launch(grid, out, checkpoint_dir, cache) == 0
-    assert "20 already done, 0 to run" in capsys.readouterr().out
+    assert "all 20 trials already done" in capsys.readouterr().out
     assert sorted(out.rglob("*.parquet")) == files_before
 
 

@@ -126,3 +126,12 @@ def test_readme_documents_every_column():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
     assert set(COLUMN_DOCS) <= documented
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path: Path):
+    store = ResultStore(tmp_path)
+    kept = store.write(_row("k1"))
+    stale = kept.parent / ".k2-5.parquet.0123.tmp"
+    stale.write_bytes(b"PAR1 half")
+    assert store.remove_stale_temporaries() == 1
+    assert not stale.exists() and kept.exists()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sweep.cache import default_cache_dir
 from sweep.errors import DataMissingError, UnknownNameError, UserError
 from sweep.tasks.datasets import cache
 from sweep.tasks.datasets.sources import SOURCES, Split
 
 DEFAULT_DATA_ROOT = Path("data")
-DEFAULT_CACHE_DIR = Path(".cache/prune-sweep")
-CACHE_ENV = "PRUNE_SWEEP_CACHE"
 _CACHE_FORMAT = 1  # bump when preprocessing changes, so old cache entries are not reused
 _EVAL_SUBSET_SEED = 0
 
@@ -248,7 +246,7 @@ def _cache_base(
     """Cache entry named by what determines its content: format, source files, image choice."""
     identity = [_CACHE_FORMAT, kind, name, split.fingerprint(), choice]
     digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:20]
-    root = Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
     return root / kind / f"{name}-{digest}"
 
 
