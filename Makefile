@@ -21,9 +21,15 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+bench: install
+	$(PY) bench/allocation.py
+	$(PY) bench/repair_eval.py
+	$(PY) bench/analysis.py
+	$(PY) bench/sweep_overhead.py
+
 lint: install
 	$(VENV)/bin/ruff check sweep analysis tests bench
 	$(VENV)/bin/ruff format --check sweep analysis tests bench
 
 clean:
-	rm -rf $(VENV) results checkpoints .cache
+	rm -rf $(VENV) results checkpoints

@@ -25,6 +25,7 @@ from sweep.tasks.datasets.sources import (
     IMAGENETTE_WNIDS,
     SKIP_CHECKSUMS_ENV,
 )
+from sweep.tasks.datasets.synthetic import write_cifar10
 
 SHIPPED_WNIDS = (
     Path(data.__file__).with_name("imagenet100_classes.txt").read_text().split()
@@ -45,34 +46,9 @@ def _cifar_images(rng: np.random.Generator, count: int) -> np.ndarray:
 def cifar10(tmp_path: Path) -> dict:
     """A CIFAR-10 python tree: 5 train batches of 4 images, a test batch of 6, batches.meta."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
     train, test = _cifar_images(rng, 20), _cifar_images(rng, 6)
     train_labels, test_labels = rng.integers(0, 10, 20), rng.integers(0, 10, 6)
-    for b in range(5):
-        rows = slice(4 * b, 4 * b + 4)
-        _pickle(
-            folder / f"data_batch_{b + 1}",
-            {
-                "batch_label": f"training batch {b + 1} of 5",
-                "labels": train_labels[rows].tolist(),
-                "data": train[rows].reshape(4, 3072),
-                "filenames": [f"img_{i}.png" for i in range(4)],
-            },
-        )
-    _pickle(
-        folder / "test_batch",
-        {"batch_label": "testing batch 1 of 1", "labels": test_labels.tolist(),
-         "data": test.reshape(6, 3072), "filenames": [f"t_{i}.png" for i in range(6)]},
-    )  # fmt: skip
-    _pickle(
-        folder / "batches.meta",
-        {
-            "label_names": [f"class{i}" for i in range(10)],
-            "num_cases_per_batch": 4,
-            "num_vis": 3072,
-        },
-    )
+    write_cifar10(tmp_path, train, train_labels, test, test_labels)
     return {"root": tmp_path, "cache": tmp_path / "cache", "train": train, "test": test,
             "train_labels": train_labels, "test_labels": test_labels}  # fmt: skip
 
