@@ -331,7 +331,9 @@ def difference_map(tables: RegimeTables) -> Figure:
         "texttemplate": "%{text}",
         "customdata": grid("hover"),
         "hovertemplate": "%{y}<br>sparsity %{x}<br>%{customdata}<extra></extra>",
+        # plotly.js's RdBu runs blue (low) to red (high): reversed, LAMP better (> 0) is blue.
         "colorscale": "RdBu",
+        "reversescale": True,
         "zmid": 0,
         "zmin": -bound,
         "zmax": bound,
