@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
+from ray import cloudpickle
 from ray.tune import Callback
 
 from sweep.grid import TrialConfig
@@ -25,14 +28,22 @@ def _failures(trial: Any) -> int:
 
 
 def error_message(trial: Any) -> str:
-    """The trial's last exception as 'Type: message' (the root cause, not Ray's wrapper)."""
-    error = trial.get_pickled_error()
-    while error is not None and getattr(error, "cause", None) is not None:
-        error = error.cause
-    if error is None:
-        text = trial.get_error() or "unknown error"
-        return text.strip().splitlines()[-1]
-    return f"{type(error).__name__}: {error}"
+    """The trial's last exception as 'Type: message' (the root cause, not Ray's wrapper).
+
+    Read from the driver-side error files Tune writes before calling on_trial_error; Tune's own
+    getters read the storage copy, which is synced later and may not exist yet.
+    """
+    pickled, text = trial.pickled_error_file, trial.error_file
+    if pickled and os.path.exists(pickled):
+        with open(pickled, "rb") as handle:
+            error = cloudpickle.load(handle)
+        while getattr(error, "cause", None) is not None:
+            error = error.cause
+        return f"{type(error).__name__}: {error}"
+    if text and os.path.exists(text):
+        lines = Path(text).read_text().strip().splitlines()
+        return lines[-1] if lines else "unknown error"
+    return "unknown error"
 
 
 def error_row(config: TrialConfig, grid: str, message: str, attempts: int) -> dict[str, Any]:

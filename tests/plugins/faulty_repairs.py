@@ -14,10 +14,12 @@ from sweep.tasks.repair import NoParams, RepairMethod, register_repair
 
 
 def _fail_always(model, batches, stats, params) -> None:
+    """Test-only: raises RuntimeError on every attempt, to exercise retries and error rows."""
     raise RuntimeError("injected failure")
 
 
 def _fail_once(model, batches, stats, params) -> None:
+    """Test-only: raises on its first run in a test session and succeeds when retried."""
     marker = Path(os.environ["PRUNE_SWEEP_TEST_MARKERS"]) / "failed-once"
     if not marker.exists():
         marker.touch()
