@@ -3,7 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench clean
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data demo test lint bench clean
 
 $(PY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +17,12 @@ $(PY): pyproject.toml
 
 install: $(PY)
 
-demo: install
+# The demo's data: Debian's package where we can install it; elsewhere torchvision downloads it.
+data:
+	@if [ ! -d $(FASHION_MNIST) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && apt-get install -y -q dataset-fashion-mnist; fi
+
+demo: install data
 	$(PY) -m sweep.demo
 
 test: install
