@@ -13,7 +13,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -140,22 +141,15 @@ def _check_resources(args: argparse.Namespace) -> None:
         raise UserError(f"--retries {args.retries} must not be negative")
 
 
-class _exclusive:
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
     """One driver per store: a second launch on the same --out fails fast instead of racing."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        self.handle = open(self.path, "w")
+    with open(path, "w") as handle:
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.handle.close()
-            raise UserError(f"another sweep is writing to this store (lock {self.path})") from None
-
-    def __exit__(self, *exc: object) -> None:
-        self.handle.close()
+            raise UserError(f"another sweep is writing to this store (lock {path})") from None
+        yield
 
 
 def _run_sweep(args: argparse.Namespace, grid: Grid, plan: Plan, out: Path) -> int:

@@ -139,3 +139,15 @@ def test_preflight_errors_exit_2_and_write_nothing(tmp_path: Path, capsys, args,
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@needs_fashion_mnist
+def test_a_second_driver_on_the_same_store_is_refused(tmp_path: Path, checkpoint_dir: Path, capsys):
+    import fcntl
+
+    grid, out = write_grid(tmp_path / "g.yaml"), tmp_path / "out"
+    with open(tmp_path / ".out.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert _launch(grid, out, checkpoint_dir, tmp_path / "cache") == 2
+    assert "another sweep is writing to this store" in capsys.readouterr().err
+    assert not out.exists()
