@@ -1,12 +1,12 @@
 """Result rows as integer codes on the analysis grid.
 
-Why: every later step is array arithmetic over [pair, repair, allocation, seed, sparsity];
+Why: every later step is array arithmetic over [pair, variant, allocation, seed, sparsity];
 factorising the string columns once keeps a million-row table out of pandas group-bys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,18 +15,26 @@ import pandas as pd
 from analysis.definitions import (
     ALLOCATION_ORDER,
     COLUMNS,
-    REPAIR_ORDER,
     SPARSITY_DECIMALS,
     AnalysisInputError,
+    variant_order,
 )
 from sweep.schema import STATUS_OK
 
 
-def _codes(values: pd.Series, preferred: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
-    """Integer codes of a string column, labels in the preferred order, then alphabetical."""
+def _allocation_order(present: Collection[str]) -> list[str]:
+    """The known allocations in ALLOCATION_ORDER, then the others alphabetically."""
+    return [v for v in ALLOCATION_ORDER if v in present] + sorted(
+        set(present) - set(ALLOCATION_ORDER)
+    )
+
+
+def _codes(
+    values: pd.Series, order: Callable[[Collection[str]], list[str]] = sorted
+) -> tuple[np.ndarray, list[str]]:
+    """Integer codes of a string column; labels as `order` sorts the values present."""
     codes, uniques = pd.factorize(values.astype(str))
-    present = set(uniques)
-    labels = [v for v in preferred if v in present] + sorted(present - set(preferred))
+    labels = list(order(set(uniques)))
     position = np.array([labels.index(v) for v in uniques], dtype=np.int64)
     return position[codes], labels
 
@@ -37,11 +45,11 @@ class CodedRows:
 
     pairs: pd.DataFrame  # [P] dataset, arch
     allocations: list[str]  # [A]
-    repairs: list[str]  # [M]
+    variants: list[str]  # [M] repair variants
     grid: np.ndarray  # [S] every sparsity in the table, ascending
     pair: np.ndarray  # per row codes ...
     alloc: np.ndarray
-    repair: np.ndarray
+    variant: np.ndarray
     spars: np.ndarray
     r: np.ndarray  # normalised accuracy, NaN for rows that do not count
     valid: np.ndarray  # ok rows with a finite r
@@ -49,12 +57,12 @@ class CodedRows:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return len(self.pairs), len(self.repairs), len(self.allocations), len(self.grid)
+        return len(self.pairs), len(self.variants), len(self.allocations), len(self.grid)
 
     def count(self, mask: np.ndarray) -> np.ndarray:
-        """Rows under mask per [pair, repair, allocation, sparsity]."""
+        """Rows under mask per [pair, variant, allocation, sparsity]."""
         p, m, a, s = self.shape
-        flat = ((self.pair * m + self.repair) * a + self.alloc) * s + self.spars
+        flat = ((self.pair * m + self.variant) * a + self.alloc) * s + self.spars
         return np.bincount(flat[mask], minlength=p * m * a * s).reshape(p, m, a, s)
 
 
@@ -69,8 +77,14 @@ def code_rows(frame: pd.DataFrame) -> CodedRows:
         {"dataset": [datasets[i // len(archs)] for i in pair_ids]}
         | {"arch": [archs[i % len(archs)] for i in pair_ids]}
     )
-    alloc, allocations = _codes(frame["allocation"], ALLOCATION_ORDER)
-    repair, repairs = _codes(frame["repair"], REPAIR_ORDER)
+    if frame["repair_variant"].isna().any():
+        missing = int(frame["repair_variant"].isna().sum())
+        raise AnalysisInputError(
+            f"{missing} result rows lack a repair_variant; rows written before trial-key schema 2 "
+            "need python -m sweep.upgrade"
+        )
+    alloc, allocations = _codes(frame["allocation"], _allocation_order)
+    variant, variants = _codes(frame["repair_variant"], variant_order)
     sparsity = np.round(frame["sparsity"].to_numpy(float), SPARSITY_DECIMALS)
     grid, spars = np.unique(sparsity, return_inverse=True)
     chance = 1.0 / frame["num_classes"].to_numpy(float)
@@ -82,11 +96,11 @@ def code_rows(frame: pd.DataFrame) -> CodedRows:
     return CodedRows(
         pairs=pairs,
         allocations=allocations,
-        repairs=repairs,
+        variants=variants,
         grid=grid,
         pair=pair_codes,
         alloc=alloc,
-        repair=repair,
+        variant=variant,
         spars=spars,
         r=np.where(valid, r, np.nan),
         valid=valid,
@@ -95,8 +109,8 @@ def code_rows(frame: pd.DataFrame) -> CodedRows:
 
 
 def seed_ranks(coded: CodedRows, seed: np.ndarray, families: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per valid row the seed's index within its (pair, repair) family; seeds per family."""
-    family = (coded.pair * coded.shape[1] + coded.repair)[coded.valid]
+    """Per valid row the seed's index within its (pair, variant) family; seeds per family."""
+    family = (coded.pair * coded.shape[1] + coded.variant)[coded.valid]
     seed_codes, seed_values = pd.factorize(seed[coded.valid])
     combos, inverse = np.unique(family * max(len(seed_values), 1) + seed_codes, return_inverse=True)
     combo_family = combos // max(len(seed_values), 1)

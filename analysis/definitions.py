@@ -5,6 +5,10 @@ sparsity if its mean r over seeds is ≥ τ. Regime of a grid sparsity: `intact`
 `bn_recoverable` (bn_recal does, none does not), `repair_sensitive` (only an activation-statistic
 repair, i.e. any other method, does), `collapsed` (nothing does); `unknown` when a missing repair
 could change that answer.
+
+The unit of every table is a repair *variant* (sweep/variants.py: the method plus its non-default
+parameters), so two settings of one method are two curves, never one average; which role a
+variant plays in the regime definition goes by its method.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ from dataclasses import dataclass
 import pandas as pd
 
 from sweep.errors import UserError
+from sweep.variants import variant_method
 
 DEFAULT_TAU = 0.5
-NO_REPAIR, BN_RECAL = "none", "bn_recal"
-# Display order; names not listed follow alphabetically.
-REPAIR_ORDER = (NO_REPAIR, BN_RECAL, "layer_var", "channel_var", "channel_var_shrink")
+NO_REPAIR, BN_RECAL, ACTIVATION = "none", "bn_recal", "activation"
+# Display order of methods; methods not listed follow alphabetically, variants after their method.
+METHOD_ORDER = (NO_REPAIR, BN_RECAL, "layer_var", "channel_var", "channel_var_shrink")
 ALLOCATION_ORDER = ("erk", "lamp", "uniform", "global")
-# Repairs that take no calibration draw: one row per point is their design, not a weakness.
-DETERMINISTIC_REPAIRS = (NO_REPAIR,)
+# Methods that take no calibration draw: one row per point is their design, not a weakness.
+DETERMINISTIC_METHODS = (NO_REPAIR,)
 INTACT, BN_RECOVERABLE, REPAIR_SENSITIVE, COLLAPSED, UNKNOWN = (
     "intact",
     "bn_recoverable",
@@ -35,7 +40,7 @@ COLUMNS = (
     "arch",
     "allocation",
     "sparsity",
-    "repair",
+    "repair_variant",
     "seed",
     "status",
     "num_classes",
@@ -56,6 +61,27 @@ def check_tau(tau: float) -> float:
     return float(tau)
 
 
+def repair_role(variant: str) -> str:
+    """NO_REPAIR, BN_RECAL or ACTIVATION: the variant's part in the regime definition."""
+    method = variant_method(variant)
+    return method if method in (NO_REPAIR, BN_RECAL) else ACTIVATION
+
+
+def is_deterministic(variant: str) -> bool:
+    return variant_method(variant) in DETERMINISTIC_METHODS
+
+
+def variant_order(variants: list[str] | set[str]) -> list[str]:
+    """Variants in display order: by method (METHOD_ORDER, then alphabetical), default first."""
+
+    def key(variant: str) -> tuple:
+        method = variant_method(variant)
+        rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+        return rank, method, variant != method, variant
+
+    return sorted(variants, key=key)
+
+
 def join_flags(*parts: object) -> str:
     return "; ".join(str(p) for p in parts if p)
 
@@ -64,11 +90,11 @@ def join_flags(*parts: object) -> str:
 class RegimeTables:
     """The reduced results. One DataFrame per question, each with a `flags` column.
 
-    curves:     (dataset, arch, allocation, repair, sparsity) mean r, its interval, seeds, errors
-    boundaries: (dataset, arch, allocation, repair) the τ crossing, its bracket and interval
-    regimes:    (dataset, arch, allocation, sparsity) the regime and r of every repair
+    curves:     (dataset, arch, allocation, repair_variant, sparsity) mean r, its interval, seeds
+    boundaries: (dataset, arch, allocation, repair_variant) the τ crossing, bracket and interval
+    regimes:    (dataset, arch, allocation, sparsity) the regime and r of every variant
     summary:    (dataset, arch, allocation) dense top-1, chance, the repair-sensitive band
-    comparison: (dataset, arch, repair, sparsity) LAMP − ERK in r, its interval, the winner
+    comparison: (dataset, arch, repair_variant, sparsity) LAMP − ERK in r, interval, winner
     """
 
     tau: float

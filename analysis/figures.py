@@ -5,8 +5,9 @@ sees trial rows; every trace holds at most one point per grid sparsity (or per l
 Why plain dicts: a sweep can have ~100 panels and ~1000 traces, and plotly's Python-side
 validation of that many objects costs seconds; the tests validate every figure with
 `plotly.graph_objects.Figure(fig)` on a small store instead.
-Colours are shared: a regime has one colour in the map and in the shaded bands, a repair one
-colour in every panel.
+Colours are shared: a regime has one colour in the map and in the shaded bands, a repair variant
+one colour in every panel (a non-default variant also a dotted line, to tell it from its method's
+default at a glance).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from plotly.subplots import make_subplots
 
 from analysis.definitions import PAIR, REGIMES, RegimeTables
+from sweep.variants import variant_method
 
 REGIME_COLOURS = {
     "intact": "#2ca02c",
@@ -28,7 +30,10 @@ REGIME_COLOURS = {
     "unknown": "#bdbdbd",
 }
 # Repair and allocation colours stay clear of the regime colours they are drawn over.
-REPAIR_PALETTE = ("#333333", "#7570b3", "#1b9e77", "#e7298a", "#a6761d", "#66a61e", "#e6ab02")
+REPAIR_PALETTE = (
+    *("#333333", "#7570b3", "#1b9e77", "#e7298a", "#a6761d", "#66a61e", "#e6ab02"),
+    *("#17becf", "#8c564b", "#bcbd22"),
+)
 ALLOCATION_PALETTE = ("#1f3b73", "#c51b7d", "#4d9221", "#8c510a", "#542788")
 BOUNDARY_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star", "cross")
 PANEL_HEIGHT = 250
@@ -92,11 +97,11 @@ def regime_map(tables: RegimeTables) -> Figure:
     regimes, rows = tables.regimes, [*PAIR, "allocation"]
     codes = regimes.assign(code=regimes["regime"].map({r: i for i, r in enumerate(REGIMES)}))
     z = _pivot(codes, rows, "code")
-    repairs = [c[2:] for c in regimes.columns if c.startswith("r_")]
+    variants = [c[2:] for c in regimes.columns if c.startswith("r_")]
     hover = regimes.assign(
         hover=[
             f"<b>{rec['regime']}</b><br>"
-            + "<br>".join(f"r {name} = {_num(rec['r_' + name])}" for name in repairs)
+            + "<br>".join(f"r {name} = {_num(rec['r_' + name])}" for name in variants)
             + _flags(rec["flags"])
             for rec in regimes.to_dict("records")
         ]
@@ -128,8 +133,8 @@ def regime_map(tables: RegimeTables) -> Figure:
         }
     ]
     bounds = tables.boundaries[tables.boundaries["boundary"].notna()]
-    for i, repair in enumerate(repairs):
-        own = bounds[bounds["repair"] == repair]
+    for i, variant in enumerate(variants):
+        own = bounds[bounds["repair_variant"] == variant]
         if own.empty:
             continue
         data.append(
@@ -138,7 +143,7 @@ def regime_map(tables: RegimeTables) -> Figure:
                 "x": _round(own["boundary"]),
                 "y": [_label(*key) for key in own[rows].itertuples(index=False)],
                 "mode": "markers",
-                "name": f"boundary: {repair}",
+                "name": f"boundary: {variant}",
                 "marker": {
                     "symbol": BOUNDARY_SYMBOLS[i % len(BOUNDARY_SYMBOLS)],
                     "size": 9,
@@ -159,7 +164,7 @@ def regime_map(tables: RegimeTables) -> Figure:
                     f"{_num(rec['ci_hi'], '.4f')}" + _flags(rec["flags"])
                     for rec in own.to_dict("records")
                 ],
-                "hovertemplate": f"{repair} crosses tau at %{{x:.4f}}<br>%{{customdata}}"
+                "hovertemplate": f"{variant} crosses tau at %{{x:.4f}}<br>%{{customdata}}"
                 "<extra></extra>",
             }
         )
@@ -204,11 +209,18 @@ def _regime_shapes(regimes: pd.DataFrame, xref: str, yref: str) -> list[dict]:
     return shapes
 
 
-def _repair_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, str]) -> list[dict]:
-    """An interval band (one closed polygon) and the mean line of one repair in one panel."""
-    repair = part["repair"].iloc[0]
+def _line_style(variant: str, colour: str) -> dict:
+    """Solid for a method's default variant, dotted for the others, in the variant's colour."""
+    return {"color": colour, "width": 1.8} | (
+        {} if variant == variant_method(variant) else {"dash": "dot"}
+    )
+
+
+def _variant_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, str]) -> list[dict]:
+    """An interval band (one closed polygon) and the mean line of one variant in one panel."""
+    variant = part["repair_variant"].iloc[0]
     x = _round(part["sparsity"])
-    ref = {"xaxis": axes[0], "yaxis": axes[1], "legendgroup": repair}
+    ref = {"xaxis": axes[0], "yaxis": axes[1], "legendgroup": variant}
     band = {
         "type": "scatter",
         "x": x + x[::-1],
@@ -219,7 +231,7 @@ def _repair_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, st
         "line": {"width": 0},
         "hoverinfo": "skip",
         "showlegend": False,
-        "name": f"{repair} interval",
+        "name": f"{variant} interval",
     }
     custom = np.column_stack(
         [_round(part["r"]), _round(part["r_lo"]), _round(part["r_hi"]), part["seeds"]]
@@ -229,11 +241,11 @@ def _repair_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, st
         "x": x,
         "y": to_top1(part["r"]),
         "mode": "lines+markers",
-        "name": repair,
-        "line": {"color": colour, "width": 1.8},
+        "name": variant,
+        "line": _line_style(variant, colour),
         "marker": {"size": 4},
         "customdata": custom.tolist(),
-        "hovertemplate": f"{repair}<br>sparsity %{{x}}<br>top-1 %{{y:.2f}} %"
+        "hovertemplate": f"{variant}<br>sparsity %{{x}}<br>top-1 %{{y:.2f}} %"
         "<br>r %{customdata[0]} [%{customdata[1]}, %{customdata[2]}]"
         "<br>seeds %{customdata[3]}<extra></extra>",
     }
@@ -241,14 +253,14 @@ def _repair_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, st
 
 
 def accuracy_panels(tables: RegimeTables) -> Figure:
-    """Top-1 against sparsity per repair with interval bands; one row per (dataset, arch), one
-    column per allocation (ERK and LAMP side by side); regimes shaded, τ as a dashed line."""
+    """Top-1 against sparsity per repair variant with interval bands; one row per (dataset, arch),
+    one column per allocation (ERK and LAMP side by side); regimes shaded, τ as a dashed line."""
     summary = tables.summary
     pairs = list(summary[PAIR].drop_duplicates().itertuples(index=False, name=None))
     allocations = list(dict.fromkeys(summary["allocation"]))
-    palette = colours(tables.curves["repair"], REPAIR_PALETTE)
+    palette = colours(tables.curves["repair_variant"], REPAIR_PALETTE)
     keys = [*PAIR, "allocation"]
-    # Curves come ordered by (pair, allocation, repair in display order, sparsity).
+    # Curves come ordered by (pair, allocation, variant in display order, sparsity).
     by_key = dict(iter(tables.curves.groupby(keys, sort=False)))
     regimes = dict(iter(tables.regimes.sort_values("sparsity").groupby(keys, sort=False)))
     info = summary.set_index(keys)[["dense_top1", "chance"]].to_dict("index")
@@ -269,10 +281,10 @@ def accuracy_panels(tables: RegimeTables) -> Figure:
         def to_top1(r: pd.Series, dense: float = dense, chance: float = chance) -> list:
             return _round(100 * (chance + r * (dense - chance)))
 
-        for repair, part in by_key[key].groupby("repair", sort=False):
-            traces = _repair_traces(part, to_top1, palette[repair], axes)
-            traces[1]["showlegend"] = repair not in in_legend
-            in_legend.add(repair)
+        for variant, part in by_key[key].groupby("repair_variant", sort=False):
+            traces = _variant_traces(part, to_top1, palette[variant], axes)
+            traces[1]["showlegend"] = variant not in in_legend
+            in_legend.add(variant)
             data += traces
         shapes += _regime_shapes(regimes.get(key, pd.DataFrame(columns=["sparsity"])), *axes)
         tau_top1 = round(100 * (chance + tables.tau * (dense - chance)), 3)
@@ -304,8 +316,8 @@ def accuracy_panels(tables: RegimeTables) -> Figure:
 
 
 def difference_map(tables: RegimeTables) -> Figure:
-    """LAMP − ERK in r per (dataset, arch, repair) and sparsity; letters name the winner."""
-    comparison, rows = tables.comparison, [*PAIR, "repair"]
+    """LAMP − ERK in r per (dataset, arch, variant) and sparsity; letters name the winner."""
+    comparison, rows = tables.comparison, [*PAIR, "repair_variant"]
     z = _pivot(comparison, rows, "diff")
     letter = comparison["winner"].map({"lamp": "L", "erk": "E", "tie": "="}).fillna("")
     hover = [
@@ -403,12 +415,12 @@ def fidelity_scatter(points: pd.DataFrame) -> Figure:
         rho = own["agreement"].rank().corr(own["top1"].rank()) if len(own) > 2 else math.nan
         titles.append(f"{dataset} (Spearman ρ = {_num(rho, '.2f')})")
     layout = _subplots(rows, cols, titles)
-    palette = colours(points["repair"], REPAIR_PALETTE)
+    palette = colours(points["repair_variant"], REPAIR_PALETTE)
     data = []
     for k, dataset in enumerate(datasets, start=1):
         xaxis, yaxis = _axes(k)
         own = points[points["dataset"] == dataset]
-        for repair, part in own.groupby("repair", sort=False):
+        for variant, part in own.groupby("repair_variant", sort=False):
             where = part[["arch", "allocation", "sparsity"]].itertuples(index=False)
             data.append(
                 {
@@ -418,12 +430,12 @@ def fidelity_scatter(points: pd.DataFrame) -> Figure:
                     "x": _round(part["agreement"] * 100),
                     "y": _round(part["top1"] * 100),
                     "mode": "markers",
-                    "name": repair,
-                    "legendgroup": repair,
+                    "name": variant,
+                    "legendgroup": variant,
                     "showlegend": k == 1,
-                    "marker": {"color": palette[repair], "size": 5, "opacity": 0.7},
+                    "marker": {"color": palette[variant], "size": 5, "opacity": 0.7},
                     "text": [f"{_label(a, al)} s={s:g}" for a, al, s in where],
-                    "hovertemplate": f"{repair}<br>%{{text}}<br>agreement %{{x:.1f}} %"
+                    "hovertemplate": f"{variant}<br>%{{text}}<br>agreement %{{x:.1f}} %"
                     "<br>top-1 %{y:.1f} %<extra></extra>",
                 }
             )

@@ -8,30 +8,27 @@ allocation, sparsity) only, so any ok row of a point will do; the latest one is 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from sweep.schema import PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
+from sweep.schema import PARTITION_COLUMNS, STATUS_OK
+from sweep.store import StoreScan
 
 TOLERANCE = 1e-6
 _KEYS = [*PARTITION_COLUMNS, "allocation"]
 
 
-def density_profiles(root: Path | str, sparsity: float) -> pd.DataFrame:
-    """One row per (dataset, arch, allocation, layer): layer index, layer name, kept fraction."""
-    partitioning = ds.partitioning(
-        pa.schema([pa.field(name, pa.string()) for name in PARTITION_COLUMNS]), flavor="hive"
-    )
-    dataset = ds.dataset(root, format="parquet", partitioning=partitioning, schema=RESULT_SCHEMA)
+def density_profiles(scan: StoreScan, sparsity: float) -> pd.DataFrame:
+    """One row per (dataset, arch, allocation, layer): layer index, layer name, kept fraction.
+
+    `scan` is the store as the analysis opened it, so damaged files stay out of this read too."""
     point = (
         (ds.field("sparsity") > sparsity - TOLERANCE)
         & (ds.field("sparsity") < sparsity + TOLERANCE)
         & (ds.field("status") == STATUS_OK)
     )
-    table = dataset.to_table(
+    table = scan.dataset.to_table(
         columns=[*_KEYS, "finished_at", "layer_names", "layer_density"], filter=point
     )
     keys = table.select([*_KEYS, "finished_at"]).to_pandas()

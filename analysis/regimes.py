@@ -1,14 +1,17 @@
 """Reduce a result store to recovery curves, τ boundaries, regimes and the LAMP − ERK comparison.
 
 `regime_table(frame, tau)` is the API (used by the report and `make demo`);
-`python -m analysis.regimes RESULTS` the CLI. Definitions: analysis/definitions.py.
-Pipeline: coding.py (rows -> integer codes) -> statistics.py (means, bootstrap over seeds,
-boundary intervals) -> tables.py (flagged tables) -> render.py (table / csv / json).
+`python -m analysis.regimes RESULTS` the CLI, whose `--format markdown` writes the results
+document of a store (markdown.py). Definitions: analysis/definitions.py.
+Pipeline: loading.py (store -> rows) -> coding.py (rows -> integer codes) -> statistics.py
+(means, bootstrap over seeds, boundary intervals) -> tables.py (flagged tables) -> render.py
+(table / csv / json) or markdown.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,26 +19,25 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from analysis.cli import add_store_arguments
 from analysis.coding import code_rows
 from analysis.definitions import (
-    COLUMNS,
     DEFAULT_TAU,
     AnalysisInputError,
     RegimeTables,
     check_tau,
 )
+from analysis.loading import load_results
+from analysis.markdown import MARKDOWN_COLUMNS, keep_notes, markdown_document
 from analysis.render import FORMATS, render
 from analysis.statistics import seed_statistics
 from analysis.tables import TableBuilder
+from sweep.arguments import ArgumentParser
+from sweep.atomic import atomic_write
 from sweep.errors import cli_main
-from sweep.store import read_results
 
-__all__ = ["AnalysisInputError", "RegimeTables", "load_results", "main", "regime_table"]
-
-
-def load_results(path: Path | str, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
-    """The columns the analysis needs (per-layer lists stay on disk)."""
-    return read_results(path, columns=list(dict.fromkeys([*COLUMNS, *extra_columns])))
+__all__ = ["AnalysisInputError", "RegimeTables", "build_parser", "main", "regime_table"]
+MARKDOWN = "markdown"
 
 
 def regime_table(
@@ -67,47 +69,80 @@ def regime_table(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m analysis.regimes",
         description=(
             "Reduce a prune-sweep result store to regime boundaries. Normalised accuracy "
-            "r = (top1 - chance) / (dense_top1 - chance); a repair recovers at a sparsity when its "
-            "mean r over seeds is >= tau. Prints, per (dataset, arch, allocation), where each "
-            "repair's r crosses tau (interpolated, with the bracketing grid points and a bootstrap "
-            "interval over seeds), the regime of every grid sparsity (intact, bn_recoverable, "
-            "repair_sensitive, collapsed, or unknown when a repair is missing), the width of the "
-            "repair-sensitive band, and LAMP - ERK per sparsity. Anything excluded or missing is "
-            "named in a flags column."
+            "r = (top1 - chance) / (dense_top1 - chance); a repair variant recovers at a sparsity "
+            "when its mean r over seeds is >= tau. Prints, per (dataset, arch, allocation), where "
+            "each repair variant's r crosses tau (interpolated, with the bracketing grid points "
+            "and a bootstrap interval over seeds), the regime of every grid sparsity (intact, "
+            "bn_recoverable, repair_sensitive, collapsed, or unknown when a repair is missing), "
+            "the width of the repair-sensitive band, and LAMP - ERK per sparsity. Anything "
+            "excluded or missing is named in a flags column; damaged files in the store are "
+            "skipped and named on stderr."
         ),
     )
-    parser.add_argument("results", type=Path, help="result store directory (Parquet, hive)")
-    parser.add_argument(
-        "--tau", type=float, default=DEFAULT_TAU, help="recovery threshold on r, in (0, 1)"
-    )
+    add_store_arguments(parser)
     parser.add_argument(
         "--format",
-        choices=FORMATS,
+        choices=(*FORMATS, MARKDOWN),
         default="table",
         help="table: overview for a terminal; csv: one table (--table, default regimes); "
-        "json: every table (or --table) with flags as lists",
+        "json: every table (or --table) with flags as lists; markdown: the complete results "
+        "document of the store (provenance, top-1 per sparsity x allocation x repair variant "
+        "with intervals, boundaries, regimes)",
     )
     parser.add_argument(
         "--table",
         choices=RegimeTables.TABLES,
-        help="print only this table: summary (band per dataset/arch/allocation), boundaries, "
-        "regimes (one row per grid sparsity), comparison (LAMP - ERK), curves (mean r per point)",
+        help="print only this table (not with markdown): summary (band per dataset/arch/"
+        "allocation), boundaries, regimes (one row per grid sparsity), comparison (LAMP - ERK), "
+        "curves (mean r per point)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write to this file instead of stdout (atomically); with markdown, hand-written "
+        "notes below the notes marker of an existing file are kept",
     )
     return parser
 
 
+def regenerate_command(args: argparse.Namespace) -> str:
+    """The command line that writes the same document again (recorded in the document)."""
+    parts = ["python", "-m", "analysis.regimes", str(args.results), "--format", args.format]
+    if args.tau != DEFAULT_TAU:
+        parts += ["--tau", f"{args.tau:g}"]
+    for variant in args.repair:
+        parts += ["--repair", variant]
+    if args.out is not None:
+        parts += ["--out", str(args.out)]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> None:
+    tau = check_tau(args.tau)
+    if args.format == MARKDOWN and args.table:
+        raise AnalysisInputError("--table selects one table of table/csv/json; markdown has all")
+    extra = MARKDOWN_COLUMNS if args.format == MARKDOWN else ()
+    results = load_results(args.results, extra, args.repair)
+    tables = regime_table(results.frame, tau)
+    if args.format == MARKDOWN:
+        text = markdown_document(results, tables, regenerate_command(args))
+        if args.out is not None:
+            text = keep_notes(text, args.out)
+    else:
+        text = render(tables, args.format, args.table)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write(args.out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        print(f"wrote {args.out}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def run() -> None:
-        tables = regime_table(load_results(args.results), check_tau(args.tau))
-        sys.stdout.write(render(tables, args.format, args.table))
-
-    return cli_main(run)
+    return cli_main(lambda: run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

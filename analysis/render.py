@@ -64,7 +64,7 @@ def to_text(tables: RegimeTables) -> str:
             "\n== Boundaries: where mean r crosses tau ==\n",
             tables.boundaries.to_string(index=False, float_format="{:.4g}".format) + "\n",
             f"\n== LAMP - ERK winner per sparsity ({winners}) ==\n",
-            _letter_map(tables.comparison, [*PAIR, "repair"], "winner", WINNER_LETTERS),
+            _letter_map(tables.comparison, [*PAIR, "repair_variant"], "winner", WINNER_LETTERS),
         ]
     return "".join(parts)
 

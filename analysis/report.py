@@ -21,6 +21,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from analysis import figures
+from analysis.cli import add_store_arguments
 from analysis.definitions import (
     ALLOCATION_ORDER,
     DEFAULT_TAU,
@@ -30,7 +31,10 @@ from analysis.definitions import (
     check_tau,
 )
 from analysis.layers import density_profiles
-from analysis.regimes import load_results, regime_table
+from analysis.loading import Results, load_results
+from analysis.regimes import regime_table
+from sweep.arguments import ArgumentParser
+from sweep.atomic import atomic_write
 from sweep.errors import cli_main
 from sweep.schema import STATUS_OK
 
@@ -46,7 +50,7 @@ EXTRA_COLUMNS = (
     "finished_at",
 )
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-POINT = [*PAIR, "allocation", "repair", "sparsity"]
+POINT = [*PAIR, "allocation", "repair_variant", "sparsity"]
 
 
 def default_output(results: Path | str) -> Path:
@@ -101,16 +105,21 @@ def _values(frame: pd.DataFrame, column: str) -> str:
 
 
 def provenance(
-    frame: pd.DataFrame, tables: RegimeTables, results: Path, density_sparsity: float
+    results: Results, tables: RegimeTables, density_sparsity: float
 ) -> list[tuple[str, str]]:
-    """What the report was made from: grid, trials, failures, versions, dates."""
+    """What the report was made from: grid, trials, failures, skipped files, versions, dates."""
+    frame = results.frame
     ok = frame["status"] == STATUS_OK
     errors = frame.loc[~ok, "error"].fillna("(no message)").value_counts().head(5)
     failures = "; ".join(f"{count} × {message}" for message, count in errors.items())
     finished = frame["finished_at"].dropna()
     grid = sorted(tables.curves["sparsity"].unique())
     return [
-        ("result store", str(results.resolve())),
+        ("result store", str(results.root.resolve())),
+        (
+            "skipped damaged files",
+            "; ".join(f"{path}: {reason}" for path, reason in results.skipped) or "none",
+        ),
         ("report written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("grid", _values(frame, "grid")),
         ("trials", f"{len(frame)} ({int(ok.sum())} ok, {int((~ok).sum())} failed)"),
@@ -118,7 +127,7 @@ def provenance(
         ("datasets", _values(frame, "dataset")),
         ("architectures", _values(frame, "arch")),
         ("allocations", _values(frame, "allocation")),
-        ("repairs", _values(frame, "repair")),
+        ("repair variants", ", ".join(dict.fromkeys(tables.curves["repair_variant"]))),
         ("sparsities", ", ".join(f"{s:g}" for s in grid)),
         ("seeds per point (max)", str(int(tables.curves["seeds"].max()))),
         ("dense checkpoints", str(frame["checkpoint_sha256"].nunique())),
@@ -193,10 +202,10 @@ def render_page(sections: list[tuple[str, str, str, str]]) -> str:
 
 
 def build_sections(
-    frame: pd.DataFrame, tables: RegimeTables, results: Path, density_sparsity: float
+    results: Results, tables: RegimeTables, density_sparsity: float
 ) -> list[tuple[str, str, str, str]]:
     tau = f"{tables.tau:g}"
-    profiles = density_profiles(results, density_sparsity)
+    profiles = density_profiles(results.scan, density_sparsity)
     order = {name: i for i, name in enumerate(ALLOCATION_ORDER)}
     profiles = profiles.sort_values(
         [*PAIR, "allocation", "layer"], key=lambda c: c.map(order) if c.name == "allocation" else c
@@ -222,8 +231,9 @@ def build_sections(
         (
             "accuracy",
             "Accuracy against sparsity",
-            "Mean top-1 over seeds per repair with its bootstrap interval; background = regime; "
-            f"dashed line = the top-1 at which r = tau ({tau}).",
+            "Mean top-1 over seeds per repair variant with its bootstrap interval (dotted: a "
+            "method's non-default variant); background = regime; dashed line = the top-1 at "
+            f"which r = tau ({tau}).",
             _figure_html(figures.accuracy_panels(tables), "accuracy-plot"),
         ),
     ]
@@ -246,7 +256,7 @@ def build_sections(
                 _figure_html(figures.density_profiles(profiles, density_sparsity), "density-plot"),
             )
         )
-    points = fidelity_points(frame)
+    points = fidelity_points(results.frame)
     if not points.empty:
         sections.append(
             (
@@ -263,7 +273,7 @@ def build_sections(
         (
             "boundaries",
             "Boundaries",
-            "Where each repair's mean r crosses tau, with the bracketing grid points, the "
+            "Where each repair variant's mean r crosses tau, with the bracketing grid points, the "
             "bootstrap interval and flags.",
             f"<details><summary>{len(boundaries)} boundaries</summary>"
             f"{_table_html(boundaries)}</details>",
@@ -271,7 +281,7 @@ def build_sections(
     )
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in provenance(frame, tables, results, density_sparsity)
+        for k, v in provenance(results, tables, density_sparsity)
     )
     sections.append(("provenance", "Provenance", "", f'<table class="prov">{rows}</table>'))
     return sections
@@ -282,40 +292,38 @@ def write_report(
     out_path: Path | str | None = None,
     tau: float = DEFAULT_TAU,
     density_sparsity: float | None = None,
+    repairs: Sequence[str] = (),
 ) -> Path:
-    """Read the store, analyse it and write the HTML report; returns the report's path."""
-    results = Path(results_path)
-    out = Path(out_path) if out_path is not None else default_output(results)
+    """Read the store (only the `repairs` variants if given), analyse it and write the HTML
+    report; returns the report's path."""
+    root = Path(results_path)
+    out = Path(out_path) if out_path is not None else default_output(root)
     tau = check_tau(tau)
-    _check_output(results, out)
-    frame = load_results(results, EXTRA_COLUMNS)
-    tables = regime_table(frame, tau)
+    _check_output(root, out)
+    results = load_results(root, EXTRA_COLUMNS, repairs)
+    tables = regime_table(results.frame, tau)
     sparsity = choose_density_sparsity(tables.curves["sparsity"], density_sparsity)
-    page = render_page(build_sections(frame, tables, results, sparsity))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    page = render_page(build_sections(results, tables, sparsity))
+    return atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m analysis.report",
         description=(
             "Write one self-contained HTML report (plotly.js inlined, opens offline) of a "
-            "prune-sweep result store: regime map, accuracy against sparsity per repair with "
-            "bootstrap bands and regime shading, LAMP - ERK map, per-layer density profiles, "
-            "agreement against top-1, and provenance."
+            "prune-sweep result store: regime map, accuracy against sparsity per repair variant "
+            "with bootstrap bands and regime shading, LAMP - ERK map, per-layer density "
+            "profiles, agreement against top-1, and provenance (damaged files in the store are "
+            "skipped, named on stderr and listed there)."
         ),
     )
-    parser.add_argument("results", type=Path, help="result store directory")
+    add_store_arguments(parser)
     parser.add_argument(
         "-o",
         "--output",
         type=Path,
         help="report path (default: RESULTS-report.html next to the store directory)",
-    )
-    parser.add_argument(
-        "--tau", type=float, default=DEFAULT_TAU, help="recovery threshold on r, in (0, 1)"
     )
     parser.add_argument(
         "--density-sparsity",
@@ -325,15 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(args: argparse.Namespace) -> None:
+    path = write_report(args.results, args.output, args.tau, args.density_sparsity, args.repair)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def run() -> None:
-        path = write_report(args.results, args.output, args.tau, args.density_sparsity)
-        size = path.stat().st_size / 1e6
-        print(f"wrote {path} ({size:.1f} MB)")
-
-    return cli_main(run)
+    return cli_main(lambda: run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

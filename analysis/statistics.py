@@ -1,7 +1,7 @@
 """Mean r per point over seeds, bootstrap intervals, boundary intervals and LAMP − ERK.
 
-Each (pair, repair) "family" becomes a dense [allocation, seed, sparsity] block; families with
-the same seed count are bootstrapped together by one matrix product (bootstrap.py), and the
+Each (pair, repair variant) "family" becomes a dense [allocation, seed, sparsity] block; families
+with the same seed count are bootstrapped together by one matrix product (bootstrap.py), and the
 crossing of τ is recomputed on every resampled curve (boundaries.py).
 """
 
@@ -18,17 +18,17 @@ from analysis.coding import CodedRows, seed_ranks
 
 @dataclass
 class SeedStatistics:
-    """Per [pair, repair, allocation, sparsity] point statistics and bootstrap intervals."""
+    """Per [pair, variant, allocation, sparsity] point statistics and bootstrap intervals."""
 
     mean: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
     seeds: np.ndarray  # seeds with a value at the point
     duplicates: np.ndarray  # extra trials at a (point, seed), averaged
-    family_seeds: np.ndarray  # [pair, repair] seeds of the family
-    boundary_ci: np.ndarray  # [2, pair, repair, allocation], ±inf = censored by the grid
-    diff: np.ndarray  # [pair, repair, sparsity] LAMP − ERK (NaN without both)
-    diff_ci: np.ndarray  # [2, pair, repair, sparsity]
+    family_seeds: np.ndarray  # [pair, variant] seeds of the family
+    boundary_ci: np.ndarray  # [2, pair, variant, allocation], ±inf = censored by the grid
+    diff: np.ndarray  # [pair, variant, sparsity] LAMP − ERK (NaN without both)
+    diff_ci: np.ndarray  # [2, pair, variant, sparsity]
 
 
 @dataclass
@@ -48,7 +48,7 @@ def _blocks(coded: CodedRows, seed: np.ndarray) -> _Blocks:
     _, m, a, s = coded.shape
     families = coded.shape[0] * m
     rank, n_family = seed_ranks(coded, seed, families)
-    family = (coded.pair * m + coded.repair)[coded.valid]
+    family = (coded.pair * m + coded.variant)[coded.valid]
     block = a * n_family * s
     offset = np.concatenate([[0], np.cumsum(block)[:-1]])
     flat = offset[family] + ((coded.alloc[coded.valid] * n_family[family]) + rank) * s

@@ -1,7 +1,8 @@
 """The five flagged tables of RegimeTables, built from coded rows and their statistics.
 
 Nothing is dropped silently: error rows, missing points, missing repairs, duplicate trials, single
-seeds, non-monotone curves and censored intervals are named in each table's `flags` column.
+seeds, non-monotone curves and censored intervals are named in each table's `flags` column. Every
+row is one repair variant; only the regime definition looks at a variant's method (its role).
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ from analysis.boundaries import (
 )
 from analysis.coding import CodedRows
 from analysis.definitions import (
+    ACTIVATION,
     BN_RECAL,
     BN_RECOVERABLE,
     COLLAPSED,
-    DETERMINISTIC_REPAIRS,
     INTACT,
     NO_REPAIR,
     PAIR,
     REPAIR_SENSITIVE,
     UNKNOWN,
+    is_deterministic,
     join_flags,
+    repair_role,
 )
 from analysis.statistics import SeedStatistics
 
@@ -52,7 +55,8 @@ class TableBuilder:
         rows = coded.count(np.ones(len(coded.r), bool))
         self.in_grid = rows.sum(axis=(1, 2)) > 0  # [P, S] sparsities of the pair's grid
         self.has_alloc = rows.sum(axis=(1, 3)) > 0  # [P, A]
-        self.has_repair = rows.sum(axis=(2, 3)) > 0  # [P, M]
+        self.has_variant = rows.sum(axis=(2, 3)) > 0  # [P, M]
+        self.roles = np.array([repair_role(v) for v in coded.variants], dtype=object)
         self.trials = rows.sum(axis=(1, 3))  # [P, A]
         self.error_trials = self.errors.sum(axis=(1, 3))
         self.crossings = first_crossings(stats.mean, coded.grid, tau)
@@ -87,14 +91,14 @@ class TableBuilder:
         return info
 
     def _cells(self) -> Iterator[tuple[int, int, int]]:
-        """Yield (p, m, a) for every expected curve: the pair ran that allocation and repair."""
+        """Yield (p, m, a) for every expected curve: the pair ran that allocation and variant."""
         p_, m_, a_, _ = self.coded.shape
         for p in range(p_):
             for a in range(a_):
                 if not self.has_alloc[p, a]:
                     continue
                 for m in range(m_):
-                    if self.has_repair[p, m]:
+                    if self.has_variant[p, m]:
                         yield p, m, a
 
     def _key(self, p: int) -> dict:
@@ -103,7 +107,7 @@ class TableBuilder:
     def curves(self) -> pd.DataFrame:
         st, grid, records = self.stats, self.coded.grid, []
         for p, m, a in self._cells():
-            repair = self.coded.repairs[m]
+            variant = self.coded.variants[m]
             info = self.pair_info[p]
             for s in np.flatnonzero(self.in_grid[p]):
                 n, errors = st.seeds[p, m, a, s], self.errors[p, m, a, s]
@@ -115,7 +119,7 @@ class TableBuilder:
                     "missing: no rows" if n == 0 and not errors and not unusable else "",
                     f"{errors} error rows excluded" if errors and (n or unusable) else "",
                     f"{unusable} ok rows without a usable r excluded" if unusable else "",
-                    "single seed" if n == 1 and repair not in DETERMINISTIC_REPAIRS else "",
+                    "single seed" if n == 1 and not is_deterministic(variant) else "",
                     f"{n} of {family} seeds" if 1 < n < family else "",
                     f"{st.duplicates[p, m, a, s]} duplicate trials averaged"
                     if st.duplicates[p, m, a, s]
@@ -125,7 +129,7 @@ class TableBuilder:
                     self._key(p)
                     | {
                         "allocation": self.coded.allocations[a],
-                        "repair": repair,
+                        "repair_variant": variant,
                         "sparsity": grid[s],
                         "r": mean,
                         "r_lo": st.lo[p, m, a, s],
@@ -142,7 +146,7 @@ class TableBuilder:
     def boundaries(self) -> pd.DataFrame:
         cr, st, grid, records = self.crossings, self.stats, self.coded.grid, []
         for p, m, a in self._cells():
-            repair = self.coded.repairs[m]
+            variant = self.coded.variants[m]
             status = cr.status[p, m, a]
             own = grid[self.in_grid[p]]
             missing = own[(st.seeds[p, m, a] == 0)[self.in_grid[p]]]
@@ -151,7 +155,7 @@ class TableBuilder:
             flags = [
                 f"missing sparsities: {_fmt(missing)}" if len(missing) else "",
                 "single seed: interval degenerate"
-                if n == 1 and repair not in DETERMINISTIC_REPAIRS
+                if n == 1 and not is_deterministic(variant)
                 else "",
                 "interval reaches below the grid" if ci[0] == -np.inf else "",
                 "interval reaches beyond the grid" if ci[1] == np.inf else "",
@@ -167,7 +171,7 @@ class TableBuilder:
                 self._key(p)
                 | {
                     "allocation": self.coded.allocations[a],
-                    "repair": repair,
+                    "repair_variant": variant,
                     "boundary": cr.boundary[p, m, a],
                     "status": STATUS_NAMES[int(status)],
                     "bracket_lo": grid[cr.lower[p, m, a]] if crossed else np.nan,
@@ -183,32 +187,32 @@ class TableBuilder:
 
     def regimes(self) -> pd.DataFrame:
         coded, st, records = self.coded, self.stats, []
-        repairs = coded.repairs
-        activation = [i for i, name in enumerate(repairs) if name not in (NO_REPAIR, BN_RECAL)]
+        variants = coded.variants
         for p in range(len(coded.pairs)):
-            expected = self.has_repair[p]  # repairs this pair ran at all
-            absent = [name for m, name in enumerate(repairs) if not expected[m]]
+            expected = self.has_variant[p]  # variants this pair ran at all
+            absent = [name for m, name in enumerate(variants) if not expected[m]]
             for a in np.flatnonzero(self.has_alloc[p]):
                 for s in np.flatnonzero(self.in_grid[p]):
                     mean = st.mean[p, :, a, s]
                     present = st.seeds[p, :, a, s] > 0
                     ok = recovers(mean, self.tau)
                     missing = [
-                        name for m, name in enumerate(repairs) if expected[m] and not present[m]
+                        name for m, name in enumerate(variants) if expected[m] and not present[m]
                     ]
-                    # A repair the pair ran but lacks here could recover; one it never ran is
+                    # A variant the pair ran but lacks here could recover; one it never ran is
                     # outside its study (named in the flags), as if absent from the store.
-                    optimistic = _regime(ok | (expected & ~present), activation, repairs)
-                    pessimistic = _regime(ok & present, activation, repairs)
+                    optimistic = _regime(ok | (expected & ~present), self.roles)
+                    pessimistic = _regime(ok & present, self.roles)
                     regime = optimistic if optimistic == pessimistic else UNKNOWN
+                    errors = self.errors[p, :, a, s].sum()
                     records.append(
                         self._key(p)
                         | {"allocation": coded.allocations[a], "sparsity": coded.grid[s]}
                         | {"regime": regime}
-                        | {f"r_{repairs[m]}": mean[m] for m in range(len(repairs))}
+                        | {f"r_{variants[m]}": mean[m] for m in range(len(variants))}
                         | {
                             "recovering": ", ".join(
-                                repairs[m] for m in range(len(repairs)) if ok[m] and present[m]
+                                variants[m] for m in range(len(variants)) if ok[m] and present[m]
                             ),
                             "flags": join_flags(
                                 f"missing repairs: {', '.join(missing)}" if missing else "",
@@ -216,9 +220,7 @@ class TableBuilder:
                                 if absent
                                 else "",
                                 "regime depends on missing repairs" if regime == UNKNOWN else "",
-                                f"{self.errors[p, :, a, s].sum()} error rows excluded"
-                                if self.errors[p, :, a, s].sum()
-                                else "",
+                                f"{errors} error rows excluded" if errors else "",
                             ),
                         }
                     )
@@ -231,17 +233,10 @@ class TableBuilder:
         for p in range(len(coded.pairs)):
             effective = _effective_boundaries(cr, p, coded.grid[self.in_grid[p]])
             info, key = self.pair_info[p], self._key(p)
+            ran = np.flatnonzero(self.has_variant[p])
             for a in np.flatnonzero(self.has_alloc[p]):
-                edges = {
-                    name: effective[m, a]
-                    for m, name in enumerate(coded.repairs)
-                    if self.has_repair[p, m]
-                }
-                censored = [
-                    name
-                    for m, name in enumerate(coded.repairs)
-                    if self.has_repair[p, m] and cr.status[p, m, a] in (BELOW, BEYOND)
-                ]
+                edges = {coded.variants[m]: effective[m, a] for m in ran}
+                censored = [coded.variants[m] for m in ran if cr.status[p, m, a] in (BELOW, BEYOND)]
                 band = _band(edges)
                 allocation = coded.allocations[a]
                 errors = int(self.error_trials[p, a])
@@ -249,10 +244,6 @@ class TableBuilder:
                     key
                     | {"allocation": allocation, "dense_top1": info["dense_top1"]}
                     | {"chance": info["chance"]}
-                    | {
-                        "boundary_none": edges.get(NO_REPAIR, np.nan),
-                        "boundary_bn_recal": edges.get(BN_RECAL, np.nan),
-                    }
                     | band
                     | {
                         "sensitive_points": int(sensitive.get((*key.values(), allocation), 0)),
@@ -261,9 +252,11 @@ class TableBuilder:
                         "flags": join_flags(
                             *info["flags"],
                             "no activation-statistic repair in the store"
-                            if not band["activation_repair"]
+                            if not band["activation_variant"]
                             else "",
-                            "bn_recal missing: band width unknown" if BN_RECAL not in edges else "",
+                            "bn_recal missing: band width unknown"
+                            if BN_RECAL not in map(repair_role, edges)
+                            else "",
                             f"boundary outside the grid (edge used): {', '.join(censored)}"
                             if censored
                             else "",
@@ -281,8 +274,8 @@ class TableBuilder:
         for p in range(len(coded.pairs)):
             if not (self.has_alloc[p, lamp] or self.has_alloc[p, erk]):
                 continue
-            for m in np.flatnonzero(self.has_repair[p]):
-                repair = coded.repairs[m]
+            for m in np.flatnonzero(self.has_variant[p]):
+                variant = coded.variants[m]
                 for s in np.flatnonzero(self.in_grid[p]):
                     n_lamp, n_erk = st.seeds[p, m, lamp, s], st.seeds[p, m, erk, s]
                     diff = st.diff[p, m, s]
@@ -290,7 +283,7 @@ class TableBuilder:
                     records.append(
                         self._key(p)
                         | {
-                            "repair": repair,
+                            "repair_variant": variant,
                             "sparsity": coded.grid[s],
                             "r_erk": st.mean[p, m, erk, s],
                             "r_lamp": st.mean[p, m, lamp, s],
@@ -303,7 +296,7 @@ class TableBuilder:
                                 "missing: lamp" if n_lamp == 0 else "",
                                 "missing: erk" if n_erk == 0 else "",
                                 "single seed: interval degenerate"
-                                if min(n_lamp, n_erk) == 1 and repair not in DETERMINISTIC_REPAIRS
+                                if min(n_lamp, n_erk) == 1 and not is_deterministic(variant)
                                 else "",
                             ),
                         }
@@ -313,42 +306,40 @@ class TableBuilder:
 
 _CURVE_COLUMNS = [
     *PAIR,
-    *("allocation", "repair", "sparsity", "r", "r_lo", "r_hi", "top1", "recovers"),
+    *("allocation", "repair_variant", "sparsity", "r", "r_lo", "r_hi", "top1", "recovers"),
     *("seeds", "errors", "flags"),
 ]
 _BOUNDARY_COLUMNS = [
     *PAIR,
-    *("allocation", "repair", "boundary", "status", "bracket_lo", "bracket_hi"),
+    *("allocation", "repair_variant", "boundary", "status", "bracket_lo", "bracket_hi"),
     *("ci_lo", "ci_hi", "seeds", "non_monotone", "flags"),
 ]
 _SUMMARY_COLUMNS = [
     *PAIR,
     *("allocation", "dense_top1", "chance", "boundary_none", "boundary_bn_recal"),
-    *("boundary_activation", "activation_repair", "band_lo", "band_hi", "band_width"),
-    *("sensitive_points", "trials", "errors", "flags"),
+    *("bn_recal_variant", "boundary_activation", "activation_variant"),
+    *("band_lo", "band_hi", "band_width", "sensitive_points", "trials", "errors", "flags"),
 ]
 _COMPARISON_COLUMNS = [
     *PAIR,
-    *("repair", "sparsity", "r_erk", "r_lamp", "diff", "diff_lo", "diff_hi", "winner"),
+    *("repair_variant", "sparsity", "r_erk", "r_lamp", "diff", "diff_lo", "diff_hi", "winner"),
     *("seeds", "flags"),
 ]
 
 
-def _regime(ok: np.ndarray, activation: list[int], repairs: list[str]) -> str:
-    def recovered(name: str) -> bool:
-        return name in repairs and bool(ok[repairs.index(name)])
-
-    if recovered(NO_REPAIR):
+def _regime(ok: np.ndarray, roles: np.ndarray) -> str:
+    """The regime of one grid point from which variants recover there (ok) and their roles."""
+    if ok[roles == NO_REPAIR].any():
         return INTACT
-    if recovered(BN_RECAL):
+    if ok[roles == BN_RECAL].any():
         return BN_RECOVERABLE
-    if any(ok[m] for m in activation):
+    if ok[roles == ACTIVATION].any():
         return REPAIR_SENSITIVE
     return COLLAPSED
 
 
 def _effective_boundaries(crossings: Crossings, pair: int, own_grid: np.ndarray) -> np.ndarray:
-    """[repair, allocation] boundaries of a pair, 'below the grid' taken as its first grid point
+    """[variant, allocation] boundaries of a pair, 'below the grid' taken as its first grid point
     and 'beyond' as its last: the band width is then what the grid can show."""
     out = crossings.boundary[pair].copy()
     status = crossings.status[pair]
@@ -358,18 +349,26 @@ def _effective_boundaries(crossings: Crossings, pair: int, own_grid: np.ndarray)
     return out
 
 
+def _best(edges: dict[str, float], role: str) -> tuple[float, str]:
+    """The latest boundary among the variants of one role, and that variant ('' if none)."""
+    found = [(b, v) for v, b in edges.items() if repair_role(v) == role and not np.isnan(b)]
+    return max(found) if found else (np.nan, "")
+
+
 def _band(edges: dict[str, float]) -> dict:
-    """The repair-sensitive band: from where none and bn_recal stop recovering (the later of the
-    two) to where the best activation-statistic repair stops."""
-    acts = [(b, name) for name, b in edges.items() if name not in (NO_REPAIR, BN_RECAL)]
-    acts = [(b, name) for b, name in acts if not np.isnan(b)]
-    act_edge, act_name = max(acts) if acts else (np.nan, "")
-    bn_edge = edges.get(BN_RECAL, np.nan)
-    low = np.nan if np.isnan(bn_edge) else float(np.fmax(edges.get(NO_REPAIR, np.nan), bn_edge))
+    """The repair-sensitive band: from where none and BN recalibration stop recovering (the later
+    of the two, each at its best variant) to where the best activation-statistic variant stops."""
+    none_edge, _ = _best(edges, NO_REPAIR)
+    bn_edge, bn_variant = _best(edges, BN_RECAL)
+    act_edge, act_variant = _best(edges, ACTIVATION)
+    low = np.nan if np.isnan(bn_edge) else float(np.fmax(none_edge, bn_edge))
     width = max(0.0, act_edge - low) if not np.isnan(act_edge + low) else np.nan
     return {
+        "boundary_none": none_edge,
+        "boundary_bn_recal": bn_edge,
+        "bn_recal_variant": bn_variant,
         "boundary_activation": act_edge,
-        "activation_repair": act_name,
+        "activation_variant": act_variant,
         "band_lo": low if width > 0 else np.nan,
         "band_hi": act_edge if width > 0 else np.nan,
         "band_width": width,

@@ -21,13 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 # This script shares its name with the package it measures: run directly, its own folder would
-# come first on sys.path and shadow the `analysis` package.
+# come first on sys.path and shadow the `analysis` package. The synthetic store generator is a
+# test fixture and lives with the tests.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent / "tests"))
 
-from analysis.regimes import load_results, regime_table  # noqa: E402
+from synthetic_store import SyntheticGrid  # noqa: E402
+
+from analysis.loading import load_results  # noqa: E402
+from analysis.regimes import regime_table  # noqa: E402
 from analysis.report import write_report  # noqa: E402
-from analysis.synthetic import SyntheticGrid  # noqa: E402
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenette", "imagenet100")
 ARCHS = ("resnet18", "resnet34", "resnet50", "densenet121")
@@ -75,8 +79,8 @@ def main() -> None:
             start = time.perf_counter()
             written = grid.write(store)
             print(f"generated {written} rows in {time.perf_counter() - start:.1f} s ({store})")
-        rows = len(load_results(store, ["trial_key"]))
-        regimes_s, tables = timed(lambda: regime_table(load_results(store)), args.repeats)
+        rows = len(load_results(store).frame)
+        regimes_s, tables = timed(lambda: regime_table(load_results(store).frame), args.repeats)
         cells = len(tables.regimes)
         print(f"regime table: {regimes_s:.2f} s (median of {args.repeats}), {cells} cells")
         report = Path(tmp) / "report.html"

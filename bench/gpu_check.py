@@ -50,22 +50,16 @@ def prepare(work: Path) -> None:
 
 def loop(work: Path) -> None:
     """The grid's trials through sweep.trial.run_trial, rows into the same store as the launcher."""
-    from datetime import UTC, datetime
-
     from sweep.grid import expand, load_grid
     from sweep.store import ResultStore
     from sweep.tasks import models
-    from sweep.trial import TrialContext, run_trial
+    from sweep.trial import TrialContext, run_in_process
 
     grid = load_grid(str(work / "grid.yaml"))
     path = models.checkpoint_path(work / "checkpoints", "cifar10", "resnet18")
     trials = expand(grid, {("cifar10", "resnet18"): models.read_meta(path).sha256})
     context = TrialContext(work / "checkpoints", work / "data", work / "cache", grid.name)
-    store = ResultStore(work / "results")
-    for trial in trials:
-        row = run_trial(trial, context)
-        row |= {"status": "ok", "error": None, "attempts": 1, "grid": grid.name}
-        store.write(row | {"finished_at": datetime.now(UTC)})
+    run_in_process(trials, context, ResultStore(work / "results"))
 
 
 def _seconds(fn, repeats: int = 3) -> float:

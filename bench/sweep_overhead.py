@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -69,26 +68,22 @@ def timed(command: list[str]) -> float:
 def run_loop(grid_path: Path, checkpoints: Path, cache: Path, out: Path) -> None:
     """The same trials as the sweep, in one process: run_trial + the store writes it makes."""
     from sweep.grid import expand, load_grid
-    from sweep.schema import STATUS_OK
     from sweep.store import ResultStore
     from sweep.tasks import models
-    from sweep.trial import TrialContext, run_trial
+    from sweep.trial import TrialContext, run_in_process
 
     grid = load_grid(str(grid_path))
     digest = models.read_meta(models.checkpoint_path(checkpoints, "fashion_mnist", "resnet20"))
     trials = expand(grid, {("fashion_mnist", "resnet20"): digest.sha256})
     context = TrialContext(checkpoints.resolve(), None, cache, grid.name)
     store = ResultStore(out)
-    for trial in trials:
-        row = run_trial(trial, context)
-        row.update(status=STATUS_OK, error=None, attempts=1, grid=grid.name)
-        store.write(row | {"finished_at": datetime.now(UTC)})
+    run_in_process(trials, context, store)
     store.compact()
 
 
 def run_one(trial_json: str, checkpoints: Path, cache: Path) -> None:
     """Naive: a fresh process per trial, nothing shared (its own empty cache)."""
-    from sweep.grid import TrialConfig
+    from sweep.identity import TrialConfig
     from sweep.trial import TrialContext, run_trial
 
     trial = TrialConfig.from_dict(json.loads(trial_json))

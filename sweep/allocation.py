@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sweep.errors import CheckpointError, UnknownNameError, UserError, cli_main
-from sweep.tasks.models import ARCHS, build_model, load_state_dict_file
+from sweep.arguments import ArgumentParser
+from sweep.catalog.archs import ARCH_NAMES, get_arch
+from sweep.errors import CheckpointError, UserError, cli_main
+from sweep.tasks.models import build_model, load_state_dict_file
 from sweep.tasks.prune import ALLOCATIONS, PruneReport, check_allocation, check_sparsity, prune
 
 DESCRIPTION = """\
@@ -39,26 +42,20 @@ torch.manual_seed(--seed): ERK depends only on shapes, LAMP and global on the we
 Bad input prints one line on stderr and exits with code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError, so usage mistakes are one line and exit code 2 too."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m sweep.allocation",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCH_NAMES)}")
     parser.add_argument("--num-classes", required=True, type=int, help="classifier outputs")
     parser.add_argument(
         "--input-size",
         required=True,
         type=int,
-        help="square input side in px; <= 64 selects the small-image stem (3x3, no max-pool)",
+        help="square input side in px; <= 64 selects the small-image stem (3x3, no max-pool); "
+        "He et al.'s CIFAR ResNets (resnet20/32/56) have only that one",
     )
     parser.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
     parser.add_argument("--allocation", required=True, help=f"one of: {', '.join(ALLOCATIONS)}")
@@ -79,14 +76,14 @@ def _check_args(args: argparse.Namespace) -> None:
     """Every argument error before any work."""
     check_allocation(args.allocation)
     check_sparsity(args.sparsity)
-    if args.arch not in ARCHS:
-        raise UnknownNameError("arch", args.arch, ARCHS)
+    info = get_arch(args.arch)
     for flag in ("num_classes", "input_size", "in_channels"):
         if getattr(args, flag) < 1:
             raise UserError(
                 f"--{flag.replace('_', '-')} {getattr(args, flag)} is not allowed; "
                 "expected a positive integer"
             )
+    info.check_image_size(args.input_size)
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise CheckpointError(f"checkpoint {args.checkpoint} not found; expected a state_dict file")
 
@@ -142,8 +139,7 @@ def format_table(report: PruneReport, title: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     _check_args(args)
     torch.manual_seed(args.seed)
     model = build_model(args.arch, args.num_classes, args.in_channels, args.input_size)
@@ -157,5 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(lambda: run(build_parser().parse_args(argv)))
+
+
 if __name__ == "__main__":
-    sys.exit(cli_main(main))
+    sys.exit(main())

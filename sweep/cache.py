@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from sweep.atomic import atomic_write
+
 CACHE_ENV = "PRUNE_SWEEP_CACHE"
 FILL_LOG = "fills.log"
 _MEMO_ENTRIES = 16
@@ -69,9 +71,7 @@ class ArtifactCache:
                 return torch.load(path, map_location="cpu", weights_only=True)
             start = time.perf_counter()
             value = compute()
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save(value, tmp)
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: torch.save(value, tmp))
             self._log_fill(kind, key, time.perf_counter() - start)
         return value
 
@@ -85,7 +85,3 @@ class ArtifactCache:
         if not log.exists():
             return []
         return [tuple(line.split("\t")[:2]) for line in log.read_text().splitlines()]
-
-    @classmethod
-    def clear_memo(cls) -> None:
-        cls._memo.clear()

@@ -5,18 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from ray import cloudpickle
 from ray.tune import Callback
 
-from sweep.grid import TrialConfig
-from sweep.schema import FILE_SCHEMA, STATUS_ERROR, STATUS_OK
+from sweep.identity import TrialConfig
+from sweep.rows import MEASUREMENT_COLUMNS, build_row
 from sweep.store import ResultStore
-
-_LIST_COLUMNS = {f.name for f in FILE_SCHEMA if str(f.type).startswith("list")}
 
 
 def _trial_config(trial: Any) -> TrialConfig:
@@ -46,29 +43,6 @@ def error_message(trial: Any) -> str:
     return "unknown error"
 
 
-def error_row(config: TrialConfig, grid: str, message: str, attempts: int) -> dict[str, Any]:
-    """A row for a trial that failed on every attempt: its config, no metrics."""
-    row: dict[str, Any] = dict.fromkeys(FILE_SCHEMA.names)
-    row.update({name: [] for name in _LIST_COLUMNS})
-    row.update(
-        trial_key=config.key,
-        status=STATUS_ERROR,
-        error=message,
-        attempts=attempts,
-        grid=grid,
-        checkpoint_sha256=config.checkpoint_sha256,
-        allocation=config.allocation,
-        sparsity=config.sparsity,
-        repair=config.repair,
-        seed=config.seed,
-        calib_size=config.calib_size,
-        dataset=config.dataset,
-        arch=config.arch,
-        finished_at=datetime.now(UTC),
-    )
-    return row
-
-
 class StoreWriter(Callback):
     """Writes each finished trial's row the moment it reports: the store's only writer."""
 
@@ -78,22 +52,17 @@ class StoreWriter(Callback):
         self.written = 0
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
-        row = {
-            name: result[name] for name in (*FILE_SCHEMA.names, "dataset", "arch") if name in result
-        }
-        row.update(
-            status=STATUS_OK,
-            error=None,
-            attempts=_failures(trial) + 1,
-            grid=self.grid,
-            finished_at=datetime.now(UTC),
+        measurements = {name: result[name] for name in MEASUREMENT_COLUMNS if name in result}
+        row = build_row(
+            _trial_config(trial), measurements, grid=self.grid, attempts=_failures(trial) + 1
         )
         self.store.write(row)
         self.written += 1
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
         config, message = _trial_config(trial), error_message(trial)
-        self.store.write(error_row(config, self.grid, message, attempts=_failures(trial)))
+        row = build_row(config, None, grid=self.grid, attempts=_failures(trial), error=message)
+        self.store.write(row)
         self.failed.append((config, message))
 
 

@@ -10,7 +10,8 @@ import ray
 from ray import tune
 
 from sweep.callbacks import ProgressLine, StoreWriter
-from sweep.grid import Grid, TrialConfig
+from sweep.grid import Grid
+from sweep.identity import TrialConfig
 from sweep.plugins import PLUGINS_ENV, load_plugins
 from sweep.store import ResultStore
 from sweep.trial import TrialContext, run_trial
@@ -92,7 +93,7 @@ def prepare_eval_caches(grid: Grid, data_root: Path | None, cache_dir: Path) -> 
 
 def _trainable(config: dict, context: TrialContext) -> None:
     load_plugins()
-    tune.report(run_trial(TrialConfig.from_dict(config["trial"]), context))
+    tune.report(run_trial(TrialConfig.from_dict(config["trial"]), context).measurements())
 
 
 def run_trials(

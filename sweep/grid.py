@@ -9,7 +9,6 @@ than a Cartesian product of axes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -19,27 +18,7 @@ from typing import Any
 import yaml
 
 from sweep.errors import UnknownNameError, UserError
-
-SPARSITY_DECIMALS = 6
-
-
-@dataclass(frozen=True)
-class RepairSpec:
-    """A repair method with its parameters (canonical: sorted keys)."""
-
-    method: str
-    params: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def params_dict(self) -> dict[str, Any]:
-        return dict(self.params)
-
-    @property
-    def uses_calibration(self) -> bool:
-        """Whether the method draws a calibration set, i.e. whether the seed axis applies."""
-        from sweep.tasks.repair import get_repair
-
-        return get_repair(self.method).uses_calibration
+from sweep.identity import SPARSITY_DECIMALS, RepairSpec, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -57,48 +36,6 @@ class Grid:
     @property
     def datasets(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(dataset for dataset, _ in self.pairs))
-
-
-@dataclass(frozen=True)
-class TrialConfig:
-    """One grid point: everything that determines its result, nothing that does not."""
-
-    dataset: str
-    arch: str
-    allocation: str
-    sparsity: float
-    repair: str
-    repair_params: dict[str, Any]
-    seed: int
-    calib_size: int
-    eval_limit: int | None
-    checkpoint_sha256: str | None
-
-    @property
-    def key(self) -> str:
-        """Content-addressed trial key; requires the checkpoint digest."""
-        if self.checkpoint_sha256 is None:
-            raise ValueError("a trial key needs the checkpoint digest")
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "arch": self.arch,
-            "allocation": self.allocation,
-            "sparsity": self.sparsity,
-            "repair": self.repair,
-            "repair_params": self.repair_params,
-            "seed": self.seed,
-            "calib_size": self.calib_size,
-            "eval_limit": self.eval_limit,
-            "checkpoint_sha256": self.checkpoint_sha256,
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
-        return cls(**values)
 
 
 def sparsity_range(start: float, stop: float, step: float) -> tuple[float, ...]:
@@ -144,28 +81,31 @@ NAMED_GRIDS: dict[str, Grid] = {grid.name: grid for grid in (DEMO, PAPER, VALIDA
 
 
 def expand(grid: Grid, digests: dict[tuple[str, str], str | None]) -> list[TrialConfig]:
-    """All trial configs of a grid; `digests` maps (dataset, arch) to its checkpoint sha256."""
-    trials = []
+    """All distinct trial configs of a grid; `digests`: (dataset, arch) -> checkpoint sha256.
+
+    Two spellings of one repair in a grid, or seeds of a method that draws no calibration set,
+    canonicalise to the same config and appear once.
+    """
+    trials: dict[str, TrialConfig] = {}
     for dataset, arch in grid.pairs:
         for allocation in grid.allocations:
             for sparsity in grid.sparsities:
                 for repair in grid.repairs:
-                    for seed in grid.seeds if repair.uses_calibration else (0,):
-                        trials.append(
-                            TrialConfig(
-                                dataset=dataset,
-                                arch=arch,
-                                allocation=allocation,
-                                sparsity=sparsity,
-                                repair=repair.method,
-                                repair_params=repair.params_dict,
-                                seed=seed,
-                                calib_size=grid.calib_size,
-                                eval_limit=grid.eval_limit,
-                                checkpoint_sha256=digests.get((dataset, arch)),
-                            )
+                    for seed in grid.seeds:
+                        trial = TrialConfig(
+                            dataset=dataset,
+                            arch=arch,
+                            allocation=allocation,
+                            sparsity=sparsity,
+                            repair=repair.method,
+                            repair_params=repair.params_dict,
+                            seed=seed,
+                            calib_size=grid.calib_size,
+                            eval_limit=grid.eval_limit,
+                            checkpoint_sha256=digests.get((dataset, arch)),
                         )
-    return trials
+                        trials.setdefault(json.dumps(trial.to_dict(), sort_keys=True), trial)
+    return list(trials.values())
 
 
 # --- loading and validation -------------------------------------------------------------------
@@ -196,7 +136,7 @@ def _grid_from_file(path: Path) -> Grid:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise UserError(f"grid file {str(path)!r} is not valid YAML: {error}") from None
+        raise UserError(_yaml_error_line(path, error)) from None
     if not isinstance(raw, dict):
         raise UserError(f"grid file {str(path)!r} must hold a mapping of fields")
     unknown = set(raw) - _FILE_FIELDS
@@ -229,6 +169,16 @@ def _grid_from_file(path: Path) -> Grid:
         else _int(raw["eval_limit"], "eval_limit", path),
         resources={k: float(v) for k, v in resources.items()},
     )
+
+
+def _yaml_error_line(path: Path, error: yaml.YAMLError) -> str:
+    """The parser's complaint as one line: file, line and column, what was expected."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    detail = f"{context}: {problem}" if context else problem
+    return f"grid file {str(path)!r}{where} is not valid YAML: {' '.join(detail.split())}"
 
 
 def _list(raw: dict, key: str, path: Path) -> list:
@@ -275,8 +225,8 @@ def _repair(value: Any, path: Path) -> RepairSpec:
 
 def validate(grid: Grid) -> None:
     """Check every name and value against the registries; all problems in one error."""
-    from sweep.tasks.data import DATASETS
-    from sweep.tasks.models import ARCHS
+    from sweep.catalog.archs import ARCHS
+    from sweep.catalog.datasets import DATASETS
     from sweep.tasks.prune import ALLOCATIONS
     from sweep.tasks.repair import repair_params
 
@@ -286,6 +236,11 @@ def validate(grid: Grid) -> None:
             problems.append(f"unknown dataset {dataset!r}; expected one of: {', '.join(DATASETS)}")
         if arch not in ARCHS:
             problems.append(f"unknown arch {arch!r}; expected one of: {', '.join(ARCHS)}")
+        elif dataset in DATASETS:
+            try:
+                ARCHS[arch].check_image_size(DATASETS[dataset].image_size)
+            except UserError as error:
+                problems.append(f"{dataset} × {arch}: {error}")
     for allocation in grid.allocations:
         if allocation not in ALLOCATIONS:
             problems.append(
@@ -309,4 +264,4 @@ def validate(grid: Grid) -> None:
         if value < 0:
             problems.append(f"resources.{key} {value} must not be negative")
     if problems:
-        raise UserError(f"grid {grid.name!r} is invalid:\n  - " + "\n  - ".join(problems))
+        raise UserError(f"grid {grid.name!r} is invalid: " + "; ".join(problems))

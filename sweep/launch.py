@@ -8,6 +8,7 @@ resumes: trials whose key already has an `ok` row are skipped, errored ones run 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import os
@@ -15,26 +16,29 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our store is the log
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 
+from sweep.arguments import ArgumentParser  # noqa: E402
 from sweep.cache import default_cache_dir  # noqa: E402
 from sweep.errors import UserError, cli_main  # noqa: E402
-from sweep.grid import NAMED_GRIDS, Grid, TrialConfig, load_grid  # noqa: E402
+from sweep.grid import NAMED_GRIDS, Grid, load_grid, validate  # noqa: E402
 from sweep.plugins import load_plugins  # noqa: E402
 from sweep.preflight import Plan, make_plan, require_runnable  # noqa: E402
 from sweep.store import ResultStore  # noqa: E402
 from sweep.tasks.data import DEFAULT_DATA_ROOT  # noqa: E402
 from sweep.trial import TrialContext  # noqa: E402
+from sweep.upgrade import upgrade_store  # noqa: E402
 
 DEFAULT_RETRIES = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sweep.launch",
         description=(
             "Run a pruning × label-free repair grid on Ray Tune. Each trial loads a dense "
@@ -81,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--retries", type=int, default=DEFAULT_RETRIES, help="retries of a failing trial"
     )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing datasets first (see python -m sweep.data)",
+    )
     return parser
 
 
@@ -103,6 +112,13 @@ def print_plan(plan: Plan, fmt: str) -> None:
         print(f"missing checkpoint: {name}")
     for text in missing["bad_checkpoints"]:
         print(f"bad checkpoint: {text}")
+    for text in missing["damaged_store_files"]:
+        print(f"damaged store file: {text}")
+    if summary["legacy_store_files"]:
+        print(
+            f"{summary['legacy_store_files']} store file(s) of trial-key schema 1: a launch "
+            "upgrades them first (their finished trials count as done above)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,35 +126,123 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_resources(args)
-    load_plugins()
-    grid = load_grid(args.grid)
-    out = args.out or Path("results") / grid.name
-    plan = make_plan(grid, ResultStore(out), args.checkpoints, args.data_root)
+    options = LaunchOptions(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(LaunchOptions)}
+    )
     if args.dry_run:
-        print_plan(plan, args.format)
+        options.check()
+        load_plugins()
+        grid = load_grid(args.grid)
+        out = options.out or default_out(grid)
+        print_plan(
+            make_plan(grid, ResultStore(out), options.checkpoints, options.data_root), args.format
+        )
         return 0
-    require_runnable(plan, pretrain=args.pretrain == "auto")
+    return run_grid(args.grid, options).exit_code
+
+
+@dataclass
+class LaunchOptions:
+    """How to run a grid; the CLI's flags, and the keyword arguments of `run_grid`."""
+
+    out: Path | None = None
+    address: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    restart: bool = False
+    pretrain: str = "never"
+    checkpoints: Path = Path("checkpoints")
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    retries: int = DEFAULT_RETRIES
+    download: bool = False
+
+    def check(self) -> None:
+        """Bad values, each named, before anything else happens."""
+        for name in ("gpus_per_trial", "cpus_per_trial"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UserError(f"--{name.replace('_', '-')} {value} must not be negative")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise UserError(f"--max-concurrent {self.max_concurrent} must be at least 1")
+        if self.retries < 0:
+            raise UserError(f"--retries {self.retries} must not be negative")
+        if self.pretrain not in ("auto", "never"):
+            raise UserError(f"--pretrain {self.pretrain!r}; expected auto or never")
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """What a `run_grid` call did; `exit_code` is the CLI's (0 ok, 1 failed or unfinished)."""
+
+    grid: str
+    out: Path
+    trials: int
+    already_done: int
+    written: int
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    unfinished: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.unfinished else 0
+
+    def read(self):
+        """The store's rows as a DataFrame (one per trial)."""
+        from sweep.store import read_results
+
+        return read_results(self.out)
+
+
+def default_out(grid: Grid) -> Path:
+    return Path("results") / grid.name
+
+
+def run_grid(grid: Grid | str, options: LaunchOptions | None = None, **kwargs) -> ResultSummary:
+    """Run a grid (a `Grid`, a named grid or a YAML path) and return what happened.
+
+    The notebook API and the CLI's body alike: `run_grid("demo", out=Path("results/demo"))`.
+    Keyword arguments are `LaunchOptions` fields. Bad input raises UserError before any work.
+    """
+    options = dataclasses.replace(options or LaunchOptions(), **kwargs)
+    options.check()
+    load_plugins()
+    if isinstance(grid, str):
+        grid = load_grid(grid)
+    else:
+        validate(grid)
+    out = options.out or default_out(grid)
+    if options.download:
+        _download_missing(grid, options.data_root)
+    plan = make_plan(grid, ResultStore(out), options.checkpoints, options.data_root)
+    require_runnable(plan, pretrain=options.pretrain == "auto")
     out.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(out.parent / f".{out.name}.lock"):
-        if args.restart and out.exists():
+        if options.restart and out.exists():
             moved = out.with_name(f"{out.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
             out.rename(moved)
             print(f"--restart: previous results moved to {moved}")
-            plan = make_plan(grid, ResultStore(out), args.checkpoints, args.data_root)
-        ResultStore(out).remove_stale_temporaries()
-        return _run_sweep(args, grid, plan, out)
+        store = ResultStore(out)
+        if plan.legacy_files and not options.restart:
+            report = upgrade_store(store)
+            print(
+                f"upgraded {report.rows} rows of trial-key schema 1 to today's keys "
+                f"(old files kept in {report.backup})"
+            )
+        plan = make_plan(grid, store, options.checkpoints, options.data_root)
+        require_runnable(plan, pretrain=options.pretrain == "auto")
+        store.remove_stale_temporaries()
+        return _run_sweep(options, grid, plan, out)
 
 
-def _check_resources(args: argparse.Namespace) -> None:
-    for name in ("gpus_per_trial", "cpus_per_trial"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UserError(f"--{name.replace('_', '-')} {value} must not be negative")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise UserError(f"--max-concurrent {args.max_concurrent} must be at least 1")
-    if args.retries < 0:
-        raise UserError(f"--retries {args.retries} must not be negative")
+def _download_missing(grid: Grid, data_root: Path | None) -> None:
+    from sweep.tasks import data
+
+    for name in grid.datasets:
+        if data.find_data(name, data_root) is None:
+            print(f"downloading {name} …")
+            data.download(name, data_root)
 
 
 @contextmanager
@@ -152,45 +256,45 @@ def _exclusive(path: Path) -> Iterator[None]:
         yield
 
 
-def _run_sweep(args: argparse.Namespace, grid: Grid, plan: Plan, out: Path) -> int:
+def _run_sweep(options: LaunchOptions, grid: Grid, plan: Plan, out: Path) -> ResultSummary:
     import ray
 
     from sweep import engine
 
     if not plan.missing_checkpoints and not plan.todo:  # nothing to do: no need for Ray
         print(f"grid {grid.name}: all {len(plan.trials)} trials already done; results in {out}")
-        return 0
+        return ResultSummary(grid.name, out, len(plan.trials), plan.done, written=0)
     started = time.monotonic()
-    started_ray, dashboard = engine.connect(args.address)
+    started_ray, dashboard = engine.connect(options.address)
     try:
-        return _run_on_ray(args, grid, plan, out, started, dashboard)
+        return _run_on_ray(options, grid, plan, out, started, dashboard)
     finally:
         if started_ray:
             ray.shutdown()
 
 
 def _run_on_ray(
-    args: argparse.Namespace,
+    options: LaunchOptions,
     grid: Grid,
     plan: Plan,
     out: Path,
     started: float,
     dashboard: str | None,
-) -> int:
+) -> ResultSummary:
     from sweep import engine  # Ray and Tune load only when a sweep really runs
 
     print(f"results: {out.resolve()}")
     print(f"ray dashboard: {dashboard or 'not available'}")
     gpus = engine.effective_gpus(
-        args.gpus_per_trial
-        if args.gpus_per_trial is not None
+        options.gpus_per_trial
+        if options.gpus_per_trial is not None
         else grid.resources.get("gpus_per_trial", 0.0),
-        joining=args.address is not None,
+        joining=options.address is not None,
     )
-    cpus = args.cpus_per_trial or grid.resources.get("cpus_per_trial", 1.0)
+    cpus = options.cpus_per_trial or grid.resources.get("cpus_per_trial", 1.0)
     if plan.missing_checkpoints:
-        engine.pretrain(plan.missing_checkpoints, args.checkpoints, args.data_root, gpus=gpus)
-        plan = make_plan(grid, ResultStore(out), args.checkpoints, args.data_root)
+        engine.pretrain(plan.missing_checkpoints, options.checkpoints, options.data_root, gpus=gpus)
+        plan = make_plan(grid, ResultStore(out), options.checkpoints, options.data_root)
         require_runnable(plan, pretrain=False)
     todo = plan.todo
     print(
@@ -198,17 +302,17 @@ def _run_on_ray(
         f"{len(todo)} to run ({cpus:g} CPU, {gpus:g} GPU per trial)"
     )
     if not todo:
-        return 0
+        return ResultSummary(grid.name, out, len(plan.trials), plan.done, written=0)
     # Paths are made absolute here: cluster nodes hold the repository at the same path, but a
     # worker's working directory is not the driver's. The cache stays node-local: unless given,
     # each node resolves its own default.
-    cache_dir = args.cache_dir.resolve() if args.cache_dir else None
-    if args.address is None:
+    cache_dir = options.cache_dir.resolve() if options.cache_dir else None
+    if options.address is None:
         cache_dir = cache_dir or default_cache_dir()
-        engine.prepare_eval_caches(grid, args.data_root, cache_dir)
+        engine.prepare_eval_caches(grid, options.data_root, cache_dir)
     context = TrialContext(
-        checkpoint_dir=args.checkpoints.resolve(),
-        data_root=(args.data_root or DEFAULT_DATA_ROOT).resolve(),
+        checkpoint_dir=options.checkpoints.resolve(),
+        data_root=(options.data_root or DEFAULT_DATA_ROOT).resolve(),
         cache_dir=cache_dir,
         grid=grid.name,
     )
@@ -219,29 +323,25 @@ def _run_on_ray(
         store,
         cpus=cpus,
         gpus=gpus,
-        max_concurrent=args.max_concurrent,
-        retries=args.retries,
+        max_concurrent=options.max_concurrent,
+        retries=options.retries,
         tune_dir=out.parent / f".{out.name}.tune",
     )
     store.compact()
     minutes = (time.monotonic() - started) / 60
     print(f"finished {writer.written} trials in {minutes:.1f} min; results in {out}")
-    if writer.failed:
-        print(f"{len(writer.failed)} trial(s) failed:", file=sys.stderr)
-        for config, message in writer.failed:
-            print(f"  {_describe(config)}: {message}", file=sys.stderr)
-        return 1
-    missing = len(todo) - writer.written - len(writer.failed)
-    if missing:
-        print(f"{missing} trial(s) did not finish (interrupted?); rerun to resume", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _describe(config: TrialConfig) -> str:
-    return (
-        f"{config.dataset}/{config.arch} {config.allocation} s={config.sparsity:g} "
-        f"{config.repair} seed={config.seed}"
+    failed = [(config.describe(), message) for config, message in writer.failed]
+    if failed:
+        print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
+        for label, message in failed:
+            print(f"  {label}: {message}", file=sys.stderr)
+    unfinished = len(todo) - writer.written - len(writer.failed)
+    if unfinished:
+        print(
+            f"{unfinished} trial(s) did not finish (interrupted?); rerun to resume", file=sys.stderr
+        )
+    return ResultSummary(
+        grid.name, out, len(plan.trials), plan.done, writer.written, failed, unfinished
     )
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import CheckpointError, UserError
-from sweep.grid import Grid, TrialConfig, expand
+from sweep.grid import Grid, expand
+from sweep.identity import TrialConfig
 from sweep.store import ResultStore
 from sweep.tasks import data, models
+from sweep.upgrade import legacy_finished_keys
 
 
 @dataclass
@@ -27,6 +29,8 @@ class Plan:
     missing_data: list[str] = field(default_factory=list)
     missing_checkpoints: list[tuple[str, str]] = field(default_factory=list)
     bad_checkpoints: list[str] = field(default_factory=list)
+    damaged_files: list[str] = field(default_factory=list)
+    legacy_files: int = 0
     data_root: Path | None = None
 
     @property
@@ -46,6 +50,7 @@ class Plan:
             for name in self.missing_data
         ]
         found += self.bad_checkpoints
+        found += self.damaged_files
         if not pretrain:
             found += [
                 f"no checkpoint for {dataset}/{arch} (train it with `python -m sweep.pretrain "
@@ -53,13 +58,6 @@ class Plan:
                 for dataset, arch in self.missing_checkpoints
             ]
         return found
-
-    def _data_messages(self) -> list[tuple[str, str]]:
-        return [
-            (name, data.missing_data_message(name, self.data_root)) for name in self.missing_data
-        ]
-
-    data_root: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         per_pair = Counter((t.dataset, t.arch) for t in self.trials)
@@ -73,7 +71,9 @@ class Plan:
                 "data": list(self.missing_data),
                 "checkpoints": [f"{d}/{a}" for d, a in self.missing_checkpoints],
                 "bad_checkpoints": list(self.bad_checkpoints),
+                "damaged_store_files": list(self.damaged_files),
             },
+            "legacy_store_files": self.legacy_files,
             "pairs": [
                 {"dataset": d, "arch": a, "trials": n, "todo": todo_pair[(d, a)]}
                 for (d, a), n in per_pair.items()
@@ -82,7 +82,12 @@ class Plan:
 
 
 def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: Path | None) -> Plan:
-    """Resolve data, checkpoint digests and finished keys; reads files, writes nothing."""
+    """Resolve data, verify checkpoints, read finished keys; reads files, writes nothing.
+
+    Checkpoints are hashed and opened here, so a truncated or foreign file stops the launch in a
+    second instead of failing every trial on the cluster. Rows of an older key schema count as
+    done under today's keys (the launcher upgrades them before it writes).
+    """
     missing_data = [name for name in grid.datasets if data.find_data(name, data_root) is None]
     digests: dict[tuple[str, str], str | None] = {}
     missing, bad = [], []
@@ -92,21 +97,27 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
             missing.append((dataset, arch))
             continue
         try:
-            meta = models.read_meta(path)
+            digests[(dataset, arch)] = models.verify_checkpoint(path, dataset, arch).sha256
         except CheckpointError as error:
             bad.append(str(error))
-            continue
-        if (meta.arch, meta.dataset) != (arch, dataset):
-            bad.append(f"checkpoint {path} is for {meta.dataset}/{meta.arch}, not {dataset}/{arch}")
-            continue
-        digests[(dataset, arch)] = meta.sha256
+    damaged, legacy, done = [], 0, set()
+    if store.root.is_dir():
+        damaged = [
+            f"store file {path} is damaged ({reason}); move it out of the store and rerun"
+            for path, reason in store.damaged_files()
+        ]
+        if not damaged:
+            legacy = len(store.legacy_files())
+            done = store.finished_keys() | (legacy_finished_keys(store) if legacy else set())
     return Plan(
         grid=grid,
         trials=expand(grid, digests),
-        done_keys=store.finished_keys() if store.root.is_dir() else set(),
+        done_keys=done,
         missing_data=missing_data,
         missing_checkpoints=missing,
         bad_checkpoints=bad,
+        damaged_files=damaged,
+        legacy_files=legacy,
         data_root=data_root,
     )
 
@@ -114,4 +125,4 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
 def require_runnable(plan: Plan, pretrain: bool) -> None:
     problems = plan.problems(pretrain)
     if problems:
-        raise UserError(f"cannot run grid {plan.grid.name!r}:\n  - " + "\n  - ".join(problems))
+        raise UserError(f"cannot run grid {plan.grid.name!r}: " + "; ".join(problems))

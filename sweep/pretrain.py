@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from sweep.arguments import ArgumentParser
+from sweep.catalog.archs import ARCH_NAMES
+from sweep.catalog.datasets import DATASETS
 from sweep.errors import cli_main
-from sweep.tasks.data import DATASETS
-from sweep.tasks.models import ARCHS
-from sweep.tasks.train import DEFAULT_EPOCHS, FINETUNE_LR, SCRATCH_LR, train_dense
+from sweep.tasks.train import FINETUNE_LR, SCRATCH_LR, train_dense
 
 
-def parser() -> argparse.ArgumentParser:
-    epochs = ", ".join(f"{name} {count}" for name, count in DEFAULT_EPOCHS.items())
-    result = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    epochs = ", ".join(f"{info.name} {info.default_epochs}" for info in DATASETS.values())
+    result = ArgumentParser(
         prog="python -m sweep.pretrain",
         description=(
             "Train a dense model with the project's standard recipe (SGD, Nesterov momentum "
@@ -22,11 +24,12 @@ def parser() -> argparse.ArgumentParser:
             "write <out>/<dataset>/<arch>.pt plus its JSON sidecar. 224 px datasets fine-tune "
             "from torchvision's ImageNet weights when they are in torch's hub cache or can be "
             "downloaded, else train from scratch with a warning. An interrupted run resumes "
-            "from its last finished epoch when rerun with the same arguments."
+            "from its last finished epoch when rerun with the same arguments. Bad input prints "
+            "one line on stderr, exits with code 2 and writes nothing."
         ),
     )
     result.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
-    result.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    result.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCH_NAMES)}")
     result.add_argument(
         "--epochs", type=int, default=None, help=f"training epochs (default per dataset: {epochs})"
     )
@@ -73,8 +76,8 @@ def parser() -> argparse.ArgumentParser:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Train; every argument is checked (by train_dense) before data is read or a file written."""
     try:
         train_dense(
             args.dataset,
@@ -97,5 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(lambda: run(build_parser().parse_args(argv)))
+
+
 if __name__ == "__main__":
-    sys.exit(cli_main(main))
+    sys.exit(main())

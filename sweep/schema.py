@@ -17,6 +17,7 @@ STATUS_ERROR = "error"
 # (name, type, description). Order is the column order of every file.
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("trial_key", pa.string(), "sha256 of the canonical trial config (checkpoint digest included)"),
+    ("key_schema", pa.int64(), "version of the trial-key recipe the key was made with"),
     ("status", pa.string(), "'ok' or 'error'"),
     ("error", pa.string(), "exception type and message when status is 'error', else null"),
     ("attempts", pa.int64(), "how many times the trial ran (retries included)"),
@@ -27,7 +28,12 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("sparsity", pa.float64(), "requested global sparsity over the prunable weights"),
     ("achieved_sparsity", pa.float64(), "zeros / prunable weights after pruning"),
     ("repair", pa.string(), "label-free repair method"),
-    ("repair_params", pa.string(), "the method's parameters as canonical JSON"),
+    ("repair_params", pa.string(), "the method's parameters, every default filled in, as JSON"),
+    (
+        "repair_variant",
+        pa.string(),
+        "method plus its non-default parameters, e.g. channel_var_shrink[tau=0.5]",
+    ),
     ("seed", pa.int64(), "calibration draw seed (0 for deterministic repairs)"),
     ("calib_size", pa.int64(), "calibration images (train split, no labels)"),
     ("eval_size", pa.int64(), "evaluation images (test split)"),

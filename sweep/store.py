@@ -1,18 +1,25 @@
 """The Parquet result store: one file per finished trial, hive-partitioned by dataset and arch.
 
 Why one file per trial: the driver (a Tune callback, the only writer) can make every row durable
-the moment its trial ends by writing a temporary file and renaming it into place, so a killed
-driver never leaves a partial file, and a rerun sees exactly the rows that landed. Temporary
-files start with '.', which pyarrow, pandas and DuckDB globs all skip. `compact()` merges a
-partition's small files into one after a sweep; readers keep the latest row per trial key, so a
-compaction interrupted between its rename and its deletes loses and duplicates nothing.
+the moment its trial ends by writing a temporary file and renaming it into place (sweep.atomic),
+so a killed driver never leaves a partial file, and a rerun sees exactly the rows that landed.
+Temporary files start with '.', which pyarrow, pandas and DuckDB globs all skip. `compact()`
+merges a partition's small files into one after a sweep; readers keep the latest row per trial
+key, so a compaction interrupted between its rename and its deletes loses and duplicates nothing.
+
+Files that are not ours still turn up (a file truncated by a full disk, a stray `*.parquet` copied
+in): every reader first checks each file's footer (`survey`), reads only the files of this
+schema, names the damaged ones instead of crashing on them, and refuses a store written with an
+older trial-key schema until `python -m sweep.upgrade` has rewritten it.
 """
 
 from __future__ import annotations
 
-import os
+import shlex
+import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from sweep.atomic import atomic_write
 from sweep.errors import UserError
 from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
 
@@ -48,16 +56,8 @@ def _file_table(rows: Sequence[dict]) -> pa.Table:
     return pa.table(columns, schema=FILE_SCHEMA)
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_table(table: pa.Table, path: Path) -> None:
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class ResultStore:
@@ -71,7 +71,7 @@ class ResultStore:
         table = _file_table([row])
         stamp = int(pd.Timestamp(row["finished_at"]).value // 1000)
         path = _partition_dir(self.root, row) / f"{row['trial_key']}-{stamp}.parquet"
-        _write_atomically(table, path)
+        _write_table(table, path)
         return path
 
     def write_many(self, rows: Iterable[dict]) -> list[Path]:
@@ -82,7 +82,7 @@ class ResultStore:
         written = []
         for directory, part_rows in by_partition.items():
             path = directory / f"part-{uuid.uuid4().hex}.parquet"
-            _write_atomically(_file_table(part_rows), path)
+            _write_table(_file_table(part_rows), path)
             written.append(path)
         return written
 
@@ -94,33 +94,154 @@ class ResultStore:
         return len(stale)
 
     def files(self) -> list[Path]:
+        """Every `*.parquet` file under the root (temporaries excluded), sorted."""
+        if not self.root.is_dir():
+            return []
         return sorted(p for p in self.root.rglob("*.parquet") if not p.name.startswith("."))
+
+    def survey(self) -> StoreFiles:
+        """Sort the files by their footers: this schema, key schema 1, or damaged."""
+        usable, legacy, damaged = [], [], []
+        for path in self.files():
+            kind, reason = _classify(path)
+            if kind == _USABLE:
+                usable.append(path)
+            elif kind == _LEGACY:
+                legacy.append(path)
+            else:
+                damaged.append((path, reason))
+        return StoreFiles(tuple(usable), tuple(legacy), tuple(damaged))
+
+    def damaged_files(self) -> list[tuple[Path, str]]:
+        """(file, one-line reason) of every file no reader can use: the launcher refuses these."""
+        return list(self.survey().damaged)
+
+    def legacy_files(self) -> list[Path]:
+        """Files written with trial-key schema 1, which `python -m sweep.upgrade` rewrites."""
+        return list(self.survey().legacy)
 
     def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The latest row per trial key (ordered by finished_at) as a DataFrame."""
         return read_results(self.root, columns)
 
     def finished_keys(self) -> set[str]:
-        """Trial keys whose latest row is ok: a rerun skips these and retries the rest."""
-        if not self.files():
+        """Trial keys whose latest row is ok: a rerun skips these and retries the rest.
+
+        Only files of this schema count: key-schema-1 rows are sweep.upgrade's to translate, and
+        damaged files (named on stderr) hold no row a reader could trust."""
+        files = self.survey()
+        if not files.usable:
             return set()
-        frame = self.read(["trial_key", "status", "finished_at"])
+        frame = _scan(self.root, files, print_skipped).read(["trial_key", "status"])
         return set(frame.loc[frame["status"] == STATUS_OK, "trial_key"])
 
     def compact(self) -> int:
-        """Merge each partition's files into one; returns how many files were removed."""
+        """Merge each partition's readable files into one; returns how many files were removed.
+
+        Damaged and key-schema-1 files are left where they are: merging would lose or retype them.
+        """
+        by_directory: dict[Path, list[Path]] = {}
+        for path in self.survey().usable:
+            by_directory.setdefault(path.parent, []).append(path)
         removed = 0
-        for directory in sorted({path.parent for path in self.files()}):
-            old = sorted(directory.glob("*.parquet"))
+        for directory, old in sorted(by_directory.items()):
             if len(old) < 2:
                 continue
             table = pq.ParquetDataset(old, schema=FILE_SCHEMA).read()
             merged = directory / f"part-{uuid.uuid4().hex}.parquet"
-            _write_atomically(_latest_per_key(table), merged)
+            _write_table(_latest_per_key(table), merged)
             for path in old:
                 path.unlink()
                 removed += 1
         return removed
+
+
+@dataclass(frozen=True)
+class StoreFiles:
+    """A store's Parquet files sorted by what their footers say (computed per call, never cached:
+    a running sweep adds files)."""
+
+    usable: tuple[Path, ...]  # this version's schema
+    legacy: tuple[Path, ...]  # trial-key schema 1: all but the columns key schema 2 added
+    damaged: tuple[tuple[Path, str], ...]  # (file, one-line reason)
+
+
+_USABLE, _LEGACY, _DAMAGED = "usable", "legacy", "damaged"
+# Columns that trial-key schema 2 added; a file lacking exactly these is a schema-1 file.
+_KEY_SCHEMA_2_COLUMNS = frozenset({"key_schema", "repair_variant"})
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _classify(path: Path) -> tuple[str, str]:
+    """(kind, reason) of one file from its footer alone: cheap enough for every file, every read."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as error:
+        return _DAMAGED, _unreadable_reason(path, error)
+    found = {field.name: field.type for field in schema}
+    wrong = [
+        f"{field.name} is {found[field.name]}, expected {field.type}"
+        for field in FILE_SCHEMA
+        if field.name in found and not found[field.name].equals(field.type)
+    ]
+    missing = [name for name in FILE_SCHEMA.names if name not in found]
+    if wrong:
+        return _DAMAGED, f"not a prune-sweep result file (column {'; '.join(wrong)})"
+    if set(missing) == _KEY_SCHEMA_2_COLUMNS:
+        return _LEGACY, ""
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        return _DAMAGED, f"not a prune-sweep result file (missing columns {shown})"
+    return _USABLE, ""
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why a footer could not be read, in one line: a cut-off Parquet file or something else."""
+    detail = " ".join(str(error).split())
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_PARQUET_MAGIC))
+    except OSError:
+        head = b""
+    if head == _PARQUET_MAGIC:
+        return f"truncated or corrupt Parquet file ({detail})"
+    return f"not a Parquet file ({detail})"
+
+
+def skip_line(path: Path, reason: str) -> str:
+    return f"skipped damaged file {path}: {reason}"
+
+
+def print_skipped(path: Path, reason: str) -> None:
+    """The default report of a damaged file: one line on stderr, so nothing is lost silently."""
+    print(skip_line(path, reason), file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class StoreScan:
+    """One look at a store: its readable files as a pyarrow dataset, and the files left out."""
+
+    root: Path
+    dataset: ds.Dataset
+    skipped: tuple[tuple[Path, str], ...]
+
+    def read(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,  # noqa: A002 - pyarrow's own name for it
+    ) -> pd.DataFrame:
+        """One row per trial key (the latest); `filter` is pushed down to the scan."""
+        wanted = list(columns) if columns is not None else RESULT_SCHEMA.names
+        unknown = [name for name in wanted if name not in RESULT_SCHEMA.names]
+        if unknown:
+            raise StoreError(f"unknown result columns {unknown}; expected of {RESULT_SCHEMA.names}")
+        needed = list(dict.fromkeys([*wanted, "trial_key", "finished_at"]))
+        table = self.dataset.to_table(columns=needed, filter=filter)
+        if pc.count_distinct(table["trial_key"]).as_py() != table.num_rows:
+            table = _latest_per_key(table)
+        return table.select(wanted).to_pandas()
 
 
 def _latest_per_key(table: pa.Table) -> pa.Table:
@@ -134,6 +255,51 @@ def _latest_per_key(table: pa.Table) -> pa.Table:
     return order.filter(keep)
 
 
+def open_store(
+    path: Path | str, on_damaged: Callable[[Path, str], None] = print_skipped
+) -> StoreScan:
+    """Check a store's files and open the readable ones; `on_damaged` hears of each one skipped.
+
+    Raises StoreError for a missing or empty store, a store written with trial-key schema 1
+    (it needs `python -m sweep.upgrade`), or one without a single readable result file.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise StoreError(
+            f"result store {str(root)!r} does not exist (expected a directory of Parquet files)"
+        )
+    store = ResultStore(root)
+    files = store.survey()
+    if not (files.usable or files.legacy or files.damaged):
+        raise StoreError(f"result store {str(root)!r} holds no Parquet files")
+    if files.legacy:
+        raise StoreError(
+            f"result store {str(root)!r} was written by an older prune-sweep (trial-key schema 1); "
+            f"upgrade it with python -m sweep.upgrade {shlex.quote(str(root))} (a backup is kept)"
+        )
+    if not files.usable:
+        first, reason = files.damaged[0]
+        raise StoreError(
+            f"{str(root)!r} is not a prune-sweep result store: none of its {len(files.damaged)} "
+            f"Parquet files is readable ({first}: {reason})"
+        )
+    return _scan(root, files, on_damaged)
+
+
+def _scan(root: Path, files: StoreFiles, on_damaged: Callable[[Path, str], None]) -> StoreScan:
+    """The usable files as one dataset; each damaged file is reported and left out."""
+    for damaged, reason in files.damaged:
+        on_damaged(damaged, reason)
+    dataset = ds.dataset(
+        [str(p) for p in files.usable],
+        format="parquet",
+        partitioning=_PARTITIONING,
+        partition_base_dir=str(root),
+        schema=RESULT_SCHEMA,
+    )
+    return StoreScan(root=root, dataset=dataset, skipped=files.damaged)
+
+
 def read_results(
     path: Path | str,
     columns: Sequence[str] | None = None,
@@ -143,37 +309,7 @@ def read_results(
 
     `filter` is a pyarrow expression pushed down to the scan (e.g. one sparsity only), so large
     list columns of rows that are not wanted never reach pandas. Files other than `*.parquet`
-    (a report, notes) are ignored. Raises StoreError for a missing or empty store, or one written
-    with another schema.
+    (a report, notes) are ignored; damaged Parquet files are skipped and named on stderr. Raises
+    StoreError as `open_store` does.
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise StoreError(
-            f"result store {str(root)!r} does not exist (expected a directory of Parquet files)"
-        )
-    files = [str(p) for p in ResultStore(root).files()]
-    if not files:
-        raise StoreError(f"result store {str(root)!r} holds no Parquet files")
-    found = pq.read_schema(files[0]).names
-    missing = [name for name in FILE_SCHEMA.names if name not in found]
-    if missing:
-        raise StoreError(
-            f"{str(root)!r} is not a prune-sweep result store of this version: "
-            f"missing columns {', '.join(missing)}"
-        )
-    wanted = list(columns) if columns is not None else RESULT_SCHEMA.names
-    unknown = [name for name in wanted if name not in RESULT_SCHEMA.names]
-    if unknown:
-        raise StoreError(f"unknown result columns {unknown}; expected of {RESULT_SCHEMA.names}")
-    needed = list(dict.fromkeys([*wanted, "trial_key", "finished_at"]))
-    dataset = ds.dataset(
-        files,
-        format="parquet",
-        partitioning=_PARTITIONING,
-        partition_base_dir=str(root),
-        schema=RESULT_SCHEMA,
-    )
-    table = dataset.to_table(columns=needed, filter=filter)
-    if pc.count_distinct(table["trial_key"]).as_py() != table.num_rows:
-        table = _latest_per_key(table)
-    return table.select(wanted).to_pandas()
+    return open_store(path).read(columns, filter)

@@ -1,4 +1,4 @@
-"""One grid point: load → prune → repair → evaluate → one result row.
+"""One grid point: load → prune → repair → evaluate → one typed `TrialResult`.
 
 Plain Python on plain inputs, so the same function runs inside a Ray Tune trial, in a benchmark
 loop, or in a notebook. Everything that other trials share (dense logits, dense calibration
@@ -8,7 +8,7 @@ statistics, masks, the eval cache) comes from the node-local ArtifactCache, keye
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 import socket
 import sys
 import time
@@ -23,7 +23,9 @@ import torchvision
 
 import sweep
 from sweep.cache import ArtifactCache
-from sweep.grid import TrialConfig
+from sweep.identity import TrialConfig
+from sweep.rows import build_row
+from sweep.store import ResultStore
 from sweep.tasks import data, evaluate, models, prune, repair
 
 
@@ -87,102 +89,162 @@ def load_dense(
     return ArtifactCache(context.cache_dir).memo("dense_model", f"{path}@{device}", load)
 
 
-def run_trial(config: TrialConfig, context: TrialContext) -> dict[str, Any]:
-    """Run one trial and return its result row (without status, attempts, grid and time)."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a trial ran: recorded in every row so GPU pinning and node loss can be audited."""
+
+    node: str
+    node_ip: str
+    node_id: str | None
+    gpu_ids: list[str]
+    device: str
+    ray_version: str | None
+
+    @classmethod
+    def here(cls, device: torch.device, gpu_ids: list[str]) -> Placement:
+        node_ip, node_id, ray_version = _ray_node()
+        return cls(socket.gethostname(), node_ip, node_id, gpu_ids, str(device), ray_version)
+
+
+@dataclass
+class Loaded:
+    """What the load stage hands on: the dense model and the shared artefacts of this trial."""
+
+    dense: torch.nn.Module
+    meta: models.CheckpointMeta
+    eval_set: data.EvalSet
+    dense_eval: dict[str, Any]
+    calibration: data.CalibrationSet | None
+    dense_stats: repair.DenseStats | None
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Everything one trial measured; `measurements()` gives its store columns."""
+
+    config: TrialConfig
+    num_classes: int
+    eval_size: int
+    dense_top1: float
+    pruning: dict[str, Any]
+    metrics: evaluate.Metrics
+    repair_extra_params: int
+    seconds: dict[str, float]
+    placement: Placement
+
+    def measurements(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "achieved_sparsity": self.pruning["achieved_sparsity"],
+            "eval_size": self.eval_size,
+            "dense_top1": self.dense_top1,
+            **self.metrics.to_dict(),
+            "repair_extra_params": self.repair_extra_params,
+            "layer_names": self.pruning["layer_names"],
+            "layer_density": self.pruning["layer_density"],
+            "forced_dense": self.pruning["forced_dense"],
+            **{f"seconds_{stage}": self.seconds[stage] for stage in STAGES},
+            **dataclasses.asdict(self.placement),
+            "torch_version": torch.__version__,
+            "torchvision_version": torchvision.__version__,
+            "prune_sweep_version": sweep.__version__,
+        }
+
+
+STAGES = ("load", "prune", "repair", "eval")
+
+
+def load_stage(
+    config: TrialConfig, context: TrialContext, cache: ArtifactCache, device: torch.device
+) -> Loaded:
+    """Dense model, eval set, dense eval logits and (if the repair needs them) calibration data
+    and dense statistics: each computed once per node and shared through the cache."""
+    dense, meta = load_dense(config, context, device)
+    if meta.sha256 != config.checkpoint_sha256:
+        raise RuntimeError(
+            f"checkpoint {config.dataset}/{config.arch} changed since the sweep started "
+            f"(sha256 {meta.sha256[:12]} != {str(config.checkpoint_sha256)[:12]})"
+        )
+    eval_set = data.eval_set(
+        config.dataset, context.data_root, context.cache_dir, limit=config.eval_limit
+    )
+    dense_eval = cache.get_or_create(
+        "dense_logits",
+        f"{meta.sha256[:24]}-{eval_set.key[:24]}",
+        lambda: _dense_eval(dense, eval_set, device),
+    )
+    method = repair.get_repair(config.repair)
+    calibration = dense_stats = None
+    if method.uses_calibration:
+        calibration = data.calibration_set(
+            config.dataset, config.calib_size, config.seed, context.data_root, context.cache_dir
+        )
+    if method.needs_dense:
+        state = cache.get_or_create(
+            "dense_stats",
+            f"{meta.sha256[:24]}-{calibration.key[:24]}",
+            lambda: repair.dense_statistics(dense, calibration).to_state(),
+        )
+        dense_stats = repair.DenseStats.from_state(state)
+    return Loaded(dense, meta, eval_set, dense_eval, calibration, dense_stats)
+
+
+def prune_stage(
+    config: TrialConfig, loaded: Loaded, cache: ArtifactCache
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A pruned copy of the dense model; masks shared per (checkpoint, allocation, sparsity)."""
+    pruning = cache.get_or_create(
+        "masks",
+        f"{loaded.meta.sha256[:24]}-{config.allocation}-{config.sparsity:.6f}",
+        lambda: _masks_and_report(loaded.dense, config),
+    )
+    model = copy.deepcopy(loaded.dense)
+    prune.apply_masks(model, pruning["masks"])
+    return model, pruning
+
+
+def repair_stage(config: TrialConfig, pruned: torch.nn.Module, loaded: Loaded) -> torch.nn.Module:
+    return repair.repair(
+        pruned,
+        config.repair,
+        loaded.calibration,
+        dense_stats=loaded.dense_stats,
+        **config.repair_params,
+    )
+
+
+def evaluate_stage(
+    model: torch.nn.Module, loaded: Loaded, device: torch.device
+) -> evaluate.Metrics:
+    return evaluate.evaluate(
+        model, loaded.eval_set, dense_logits=loaded.dense_eval["logits"], device=device
+    )
+
+
+def run_trial(config: TrialConfig, context: TrialContext) -> TrialResult:
+    """Run one trial: load → prune → repair → evaluate, each stage timed."""
     watch = _Stopwatch({})
     device, gpu_ids = trial_device()
     cache = ArtifactCache(context.cache_dir)
-    method = repair.get_repair(config.repair)
-
     with watch.stage("load"):
-        dense, meta = load_dense(config, context, device)
-        if meta.sha256 != config.checkpoint_sha256:
-            raise RuntimeError(
-                f"checkpoint {config.dataset}/{config.arch} changed since the sweep started "
-                f"(sha256 {meta.sha256[:12]} != {str(config.checkpoint_sha256)[:12]})"
-            )
-        eval_set = data.eval_set(
-            config.dataset, context.data_root, context.cache_dir, limit=config.eval_limit
-        )
-        dense_eval = cache.get_or_create(
-            "dense_logits",
-            f"{meta.sha256[:24]}-{eval_set.key[:24]}",
-            lambda: _dense_eval(dense, eval_set, device),
-        )
-        calibration = dense_stats = None
-        if method.uses_calibration:
-            calibration = data.calibration_set(
-                config.dataset, config.calib_size, config.seed, context.data_root, context.cache_dir
-            )
-        if method.needs_dense:
-            dense_stats = cache.get_or_create(
-                "dense_stats",
-                f"{meta.sha256[:24]}-{calibration.key[:24]}",
-                lambda: repair.dense_statistics(dense, calibration).to_state(),
-            )
-
+        loaded = load_stage(config, context, cache, device)
     with watch.stage("prune"):
-        pruning = cache.get_or_create(
-            "masks",
-            f"{meta.sha256[:24]}-{config.allocation}-{config.sparsity:.6f}",
-            lambda: _masks_and_report(dense, config),
-        )
-        model = copy.deepcopy(dense)
-        prune.apply_masks(model, pruning["masks"])
-
+        pruned, pruning = prune_stage(config, loaded, cache)
     with watch.stage("repair"):
-        model = repair.repair(
-            model,
-            config.repair,
-            calibration,
-            dense_stats=repair.DenseStats.from_state(dense_stats) if dense_stats else None,
-            **config.repair_params,
-        )
-
+        repaired = repair_stage(config, pruned, loaded)
     with watch.stage("eval"):
-        metrics = evaluate.evaluate(
-            model, eval_set, dense_logits=dense_eval["logits"], device=device
-        )
-
-    node_ip, node_id, ray_version = _ray_node()
-    return {
-        "trial_key": config.key,
-        "checkpoint_sha256": meta.sha256,
-        "dataset": config.dataset,
-        "arch": config.arch,
-        "num_classes": meta.num_classes,
-        "allocation": config.allocation,
-        "sparsity": config.sparsity,
-        "achieved_sparsity": pruning["achieved_sparsity"],
-        "repair": config.repair,
-        "repair_params": json.dumps(config.repair_params, sort_keys=True),
-        "seed": config.seed,
-        "calib_size": config.calib_size if method.uses_calibration else 0,
-        "eval_size": len(eval_set),
-        "dense_top1": float(dense_eval["top1"]),
-        "top1": metrics.top1,
-        "top5": metrics.top5,
-        "nll": metrics.nll,
-        "agreement": metrics.agreement,
-        "kl": metrics.kl,
-        "repair_extra_params": repair.repair_param_count(model),
-        "layer_names": pruning["layer_names"],
-        "layer_density": pruning["layer_density"],
-        "forced_dense": pruning["forced_dense"],
-        **{
-            f"seconds_{stage}": watch.seconds[stage]
-            for stage in ("load", "prune", "repair", "eval")
-        },
-        "node": socket.gethostname(),
-        "node_ip": node_ip,
-        "node_id": node_id,
-        "gpu_ids": gpu_ids,
-        "device": str(device),
-        "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
-        "ray_version": ray_version,
-        "prune_sweep_version": sweep.__version__,
-    }
+        metrics = evaluate_stage(repaired, loaded, device)
+    return TrialResult(
+        config=config,
+        num_classes=loaded.meta.num_classes,
+        eval_size=len(loaded.eval_set),
+        dense_top1=float(loaded.dense_eval["top1"]),
+        pruning=pruning,
+        metrics=metrics,
+        repair_extra_params=repair.repair_param_count(repaired),
+        seconds=dict(watch.seconds),
+        placement=Placement.here(device, gpu_ids),
+    )
 
 
 def _dense_eval(dense: torch.nn.Module, eval_set: Any, device: torch.device) -> dict[str, Any]:
@@ -200,3 +262,11 @@ def _masks_and_report(dense: torch.nn.Module, config: TrialConfig) -> dict[str, 
         "layer_density": [layer.density for layer in report.layers],
         "forced_dense": list(report.forced_dense),
     }
+
+
+def run_in_process(trials: list[TrialConfig], context: TrialContext, store: ResultStore) -> None:
+    """Run trials one after another in this process, writing each row as the sweep's writer
+    does (benchmarks compare the sweep against this loop; notebooks can use it without Ray)."""
+    for config in trials:
+        measurements = run_trial(config, context).measurements()
+        store.write(build_row(config, measurements, grid=context.grid, attempts=1))

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from sweep.allocation import main
-from sweep.errors import cli_main
 from sweep.tasks.models import build_model
 from sweep.tasks.prune import allocate, prunable_layers
 
@@ -18,7 +17,7 @@ BASE = ["--arch", "resnet20", "--num-classes", "10", "--input-size", "32"]
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = cli_main(lambda: main([*BASE, *args]))
+    code = main([*BASE, *args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -68,8 +67,9 @@ def test_table_marks_forced_dense_layers(capsys):
     rows = [line for line in out.splitlines() if line.split()[:1] and line.split()[0] in names]
     assert len(rows) == len(names)
     marked = [row.split()[0] for row in rows if row.endswith(" *")]
-    # raw scores: fc (10+64)/640 = .116 and the first 1x1 projection (32+16+2)/512 = .098 lead
-    assert marked == ["layer2.0.downsample.0", "fc"]
+    # raw scores: fc (10+64)/640 = .116 and the stem conv (16+3+3+3)/432 = .058 lead; option-A
+    # shortcuts have no weights to prune
+    assert marked == ["conv1", "fc"]
     assert all(row.endswith("1.0000 *") for row in rows if row.endswith("*"))
     assert "* forced dense" in out
 
@@ -110,24 +110,35 @@ def test_checkpoint_that_does_not_fit_names_the_first_bad_key(capsys, tmp_path):
         (["--allocation", "erk"], "required: --sparsity"),
         (["--allocation", "erk", "--sparsity", "0.5", "--format", "xml"], "invalid choice: 'xml'"),
         (["--allocation", "erk", "--sparsity", "0.5", "--in-channels", "0"], "--in-channels 0"),
+        (["--allocation", "erk", "--sparsity", "0.5", "--seed", "1.5"], "invalid int value: '1.5'"),
+        (["--allocation", "erk", "--sparsity", "0.5", "--bogus", "1"], "unrecognized arguments"),
         (
             ["--allocation", "erk", "--sparsity", "0.5", "--checkpoint", "/nonexistent.pt"],
-            "not found",
+            "checkpoint /nonexistent.pt not found",
         ),
+        (
+            ["--allocation", "erk", "--sparsity", "0.5", "--checkpoint", "."],
+            "checkpoint . not found; expected a state_dict file",
+        ),
+        # these replace BASE's values (argparse keeps the last)
+        (["--allocation", "erk", "--sparsity", "0.5", "--num-classes", "0"], "--num-classes 0"),
+        (["--allocation", "erk", "--sparsity", "0.5", "--input-size", "-3"], "--input-size -3"),
+        (
+            ["--allocation", "erk", "--sparsity", "0.5", "--input-size", "224"],
+            "arch 'resnet20' has no layout for 224 px inputs",
+        ),
+        (["--allocation", "erk", "--sparsity", "0.5", "--arch", "vgg"], "unknown arch 'vgg'"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_code_2(capsys, args, message):
+def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, *args)
     assert (code, out) == (2, "")
     assert message in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())
 
 
-def test_unknown_arch_and_bad_checkpoint_file(capsys, tmp_path):
-    code = cli_main(
-        lambda: main(["--arch", "vgg", "--num-classes", "10", "--input-size", "32",
-                      "--allocation", "erk", "--sparsity", "0.5"])
-    )  # fmt: skip
-    assert code == 2 and "unknown arch 'vgg'" in capsys.readouterr().err
+def test_a_file_that_is_not_a_state_dict(capsys, tmp_path):
     path = tmp_path / "list.pt"
     torch.save([1, 2, 3], path)
     code, _, err = run(

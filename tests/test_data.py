@@ -7,48 +7,32 @@ import dataclasses
 import gzip
 import logging
 import os
-import pickle
-import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from data_files import write_cifar, write_fashion_mnist, write_imagenette, write_jpegs
 
+from sweep.catalog.datasets import DATASETS
 from sweep.errors import DataMissingError, UnknownNameError, UserError
 from sweep.tasks import data
-from sweep.tasks.datasets.sources import (
-    FASHION_MNIST_DEBIAN,
-    IMAGENET100_WNIDS,
-    IMAGENETTE_WNIDS,
-    SKIP_CHECKSUMS_ENV,
-)
-from sweep.tasks.datasets.synthetic import write_cifar10
+from sweep.tasks.datasets.sources import FASHION_MNIST_DEBIAN, SKIP_CHECKSUMS_ENV
 
 SHIPPED_WNIDS = (
     Path(data.__file__).with_name("imagenet100_classes.txt").read_text().split()
 )  # file order, not sorted
+IMAGENETTE_WNIDS = DATASETS["imagenette"].class_ids
+IMAGENET100_WNIDS = DATASETS["imagenet100"].class_ids
 NOT_IN_IMAGENET100 = "n01440764"  # tench: an ImageNet-1k class outside the 100-class subset
-
-
-def _pickle(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _cifar_images(rng: np.random.Generator, count: int) -> np.ndarray:
-    return rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
 
 
 @pytest.fixture
 def cifar10(tmp_path: Path) -> dict:
     """A CIFAR-10 python tree: 5 train batches of 4 images, a test batch of 6, batches.meta."""
-    rng = np.random.default_rng(0)
-    train, test = _cifar_images(rng, 20), _cifar_images(rng, 6)
-    train_labels, test_labels = rng.integers(0, 10, 20), rng.integers(0, 10, 6)
-    write_cifar10(tmp_path, train, train_labels, test, test_labels)
+    arrays = write_cifar("cifar10", tmp_path, train=20, test=6)
+    (train, train_labels), (test, test_labels) = arrays["train"], arrays["test"]
     return {"root": tmp_path, "cache": tmp_path / "cache", "train": train, "test": test,
             "train_labels": train_labels, "test_labels": test_labels}  # fmt: skip
 
@@ -58,15 +42,8 @@ def skip_md5(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SKIP_CHECKSUMS_ENV, "1")
 
 
-def _jpegs(folder: Path, count: int, seed: int) -> None:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        pixels = rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"{folder.name}_{i}.JPEG", quality=90)
-
-
 def test_registry_has_the_five_datasets() -> None:
+    assert data.DATASETS is DATASETS and all(data.get_spec(n) is DATASETS[n] for n in DATASETS)
     assert set(data.DATASETS) == {
         "fashion_mnist",
         "cifar10",
@@ -84,6 +61,9 @@ def test_registry_has_the_five_datasets() -> None:
     }
     for spec in data.DATASETS.values():
         assert len(spec.mean) == len(spec.std) == spec.in_channels
+        assert spec.test_size < spec.train_size
+        assert (spec.stored_shape is None) == (spec.crop_padding is None) == bool(spec.class_ids)
+        assert len(spec.class_ids) in (0, spec.num_classes)
     assert len(IMAGENET100_WNIDS) == len(set(SHIPPED_WNIDS)) == 100
 
 
@@ -95,6 +75,8 @@ def test_registry_has_the_five_datasets() -> None:
         lambda: data.eval_set("imagenet"),
         lambda: data.calibration_set("cifar", 8, 0),
         lambda: data.train_dataset("svhn", download=False),
+        lambda: data.missing_data_message("mnist"),
+        lambda: data.download("imagenet", None),
     ],
 )
 def test_unknown_dataset_is_a_user_error(call) -> None:
@@ -141,30 +123,16 @@ def test_cifar_checksums_are_verified_by_default(cifar10: dict, monkeypatch) -> 
 
 
 def test_cifar100_reads_the_fine_labels(tmp_path: Path, skip_md5: None) -> None:
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    splits = {"train": _cifar_images(rng, 10), "test": _cifar_images(rng, 5)}
-    for name, images in splits.items():
-        n = len(images)
-        fine, coarse = np.arange(n) * 7 % 100, np.arange(n) % 20 + 50
-        _pickle(
-            folder / name,
-            {"filenames": [f"{i}.png" for i in range(n)], "batch_label": name,
-             "fine_labels": fine.tolist(), "coarse_labels": coarse.tolist(),
-             "data": images.reshape(n, 3072)},
-        )  # fmt: skip
-    _pickle(folder / "meta", {"fine_label_names": ["x"] * 100, "coarse_label_names": ["y"] * 20})
+    written = write_cifar("cifar100", tmp_path, train=10, test=5)
     evaluation = data.eval_set("cifar100", tmp_path, tmp_path / "cache")
-    np.testing.assert_array_equal(evaluation.images, splits["test"])
-    assert evaluation.labels.tolist() == [0, 7, 14, 21, 28]
+    np.testing.assert_array_equal(evaluation.images, written["test"][0])
+    assert evaluation.labels.tolist() == written["test"][1].tolist()  # fine, not coarse (% 20)
+    assert written["test"][1].max() >= 20, "seed gives no label that tells fine from coarse"
     assert len(data.train_dataset("cifar100", tmp_path, download=False)) == 10
 
 
 def test_imagenette_folder_layout(tmp_path: Path) -> None:
-    for s, split in enumerate(("train", "val")):
-        for c, wnid in enumerate(IMAGENETTE_WNIDS):
-            _jpegs(tmp_path / "imagenette2-320" / split / wnid, 2, seed=10 * s + c)
+    write_imagenette(tmp_path / "imagenette2-320", per_class=2)
     assert data.find_data("imagenette", tmp_path) == tmp_path / "imagenette2-320"
     evaluation = data.eval_set("imagenette", tmp_path, tmp_path / "cache")
     assert evaluation.images.shape == (20, 3, 224, 224) and evaluation.images.dtype == np.uint8
@@ -180,7 +148,7 @@ def test_imagenette_folder_layout(tmp_path: Path) -> None:
 def test_imagenette_with_a_missing_class_is_missing_data(tmp_path: Path) -> None:
     for split in ("train", "val"):
         for wnid in IMAGENETTE_WNIDS[:-1]:
-            _jpegs(tmp_path / "imagenette2" / split / wnid, 1, seed=0)
+            write_jpegs(tmp_path / "imagenette2" / split / wnid, 1, seed=0)
     assert data.find_data("imagenette", tmp_path) is None
     with pytest.raises(DataMissingError, match=IMAGENETTE_WNIDS[-1]):
         data.eval_set("imagenette", tmp_path, tmp_path / "cache")
@@ -192,7 +160,7 @@ def test_imagenet100_keeps_only_the_subset_classes(
     chosen = [SHIPPED_WNIDS[0], SHIPPED_WNIDS[50], SHIPPED_WNIDS[99]]
     for split, count in (("train", 3), ("val", 2)):
         for i, wnid in enumerate([*chosen, NOT_IN_IMAGENET100]):
-            _jpegs(tmp_path / "imagenet" / split / wnid, count, seed=i)
+            write_jpegs(tmp_path / "imagenet" / split / wnid, count, seed=i)
     assert data.find_data("imagenet100", tmp_path) == tmp_path / "imagenet"
     with caplog.at_level(logging.WARNING):
         evaluation = data.eval_set("imagenet100", tmp_path, tmp_path / "cache")
@@ -223,6 +191,8 @@ def test_missing_data_says_where_to_put_the_files(tmp_path: Path, name, expected
         with pytest.raises(DataMissingError) as error:
             load()
         assert str(root) in str(error.value) and expected in str(error.value)
+        command = f"python -m sweep.data download {name} --data-root {root}"
+        assert (command in str(error.value)) == (DATASETS[name].download is not None)
     assert not (tmp_path / "cache").exists()
 
 
@@ -309,27 +279,12 @@ def test_training_augmentation_is_a_padded_crop_with_flip(cifar10: dict, skip_md
     assert len(seen) > 10  # the crops and flips vary
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
 def test_fashion_mnist_data_root_comes_first(tmp_path: Path) -> None:
-    rng = np.random.default_rng(2)
-    for prefix, count in (("train", 12), ("t10k", 5)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
-                   rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))  # fmt: skip
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count, dtype=np.uint8))
+    written = write_fashion_mnist(tmp_path, train=12, test=5, seed=2)
     assert data.find_data("fashion_mnist", tmp_path) == tmp_path
     evaluation = data.eval_set("fashion_mnist", tmp_path, tmp_path / "cache")
-    assert evaluation.images.shape == (5, 1, 28, 28) and evaluation.labels.tolist() == [
-        0,
-        1,
-        2,
-        3,
-        4,
-    ]
+    np.testing.assert_array_equal(evaluation.images[:, 0], written["t10k"][0])
+    assert evaluation.labels.tolist() == [0, 1, 2, 3, 4]
     assert len(data.train_dataset("fashion_mnist", tmp_path, download=False)) == 12
 
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00"))

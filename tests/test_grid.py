@@ -18,7 +18,7 @@ def test_study_sparsities_are_the_twelve_points_from_90_to_95_5_percent():
 
 
 @pytest.mark.parametrize(
-    ("name", "trials"), [("paper", 1512), ("validation", 1176), ("full", 2688)]
+    ("name", "trials"), [("demo", 189), ("paper", 1512), ("validation", 1176), ("full", 2688)]
 )
 def test_named_grid_sizes_follow_the_seed_rule(name, trials):
     assert len(expand(load_grid(name), {})) == trials
@@ -105,6 +105,24 @@ def test_bad_grid_files_name_the_bad_value(tmp_path: Path, text: str, message: s
         load_grid(str(path))
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("datasets: [fashion_mnist\narchs: [resnet20]\n", "line 2, column 6"),
+        ("datasets: [a, b]\n  archs: x\n", "line 2, column 3"),
+        ("repairs: {method: none\n", "line 2, column 1"),
+    ],
+)
+def test_a_malformed_grid_file_is_one_line_with_line_and_column(tmp_path: Path, text, where):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_grid(str(path))
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message and where in message
+    assert "expected" in message
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path):
     path = tmp_path / "bad.yaml"
     path.write_text(
@@ -114,6 +132,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path):
     with pytest.raises(UserError) as caught:
         load_grid(str(path))
     assert "mnist" in str(caught.value) and "resnet19" in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def test_unknown_grid_name_lists_the_named_grids():

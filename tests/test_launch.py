@@ -6,13 +6,17 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 from support import needs_fashion_mnist, write_grid
 
 from sweep import launch
+from sweep.grid import expand, load_grid
 from sweep.plugins import PLUGINS_ENV
 from sweep.store import read_results
+from sweep.tasks import models
+from sweep.trial import TrialContext, run_trial
 
 PLUGIN = Path(__file__).parent / "plugins" / "faulty_repairs.py"
 
@@ -53,7 +57,7 @@ def test_tiny_grid_end_to_end_with_fractional_gpus_then_resume(
     assert all(len(ids) == 1 and ids[0] in {"0", "1"} for ids in frame["gpu_ids"])
     assert set(frame["device"]) == {"cpu"}  # no CUDA here: pinned, but computed on the CPU
     assert (frame["achieved_sparsity"] - frame["sparsity"]).abs().max() < 1e-3
-    assert frame["eval_size"].eq(64).all() and frame["top1"].between(0, 1).all()
+    assert frame["eval_size"].eq(64).all()
     shrink = frame[frame["repair"] == "channel_var_shrink"]
     assert (shrink["repair_extra_params"] > 0).all()
     assert frame.loc[frame["repair"] == "none", "calib_size"].eq(0).all()
@@ -63,11 +67,33 @@ def test_tiny_grid_end_to_end_with_fractional_gpus_then_resume(
     assert fills.count("masks") == 4 and fills.count("dense_stats") == 2
     assert fills.count("dense_logits") == 1
 
+    _assert_rows_equal_in_process_trials(frame, grid, checkpoint_dir, cache)
+
     capsys.readouterr()
     files_before = sorted(out.rglob("*.parquet"))
     assert _launch(grid, out, checkpoint_dir, cache) == 0
     assert "all 20 trials already done" in capsys.readouterr().out
     assert sorted(out.rglob("*.parquet")) == files_before
+
+
+METRICS = ("top1", "nll", "agreement", "kl", "dense_top1", "achieved_sparsity")
+
+
+def _assert_rows_equal_in_process_trials(
+    frame: pd.DataFrame, grid: Path, checkpoints: Path, cache: Path
+) -> None:
+    """A row written through Ray equals the same trial run in this process by the library."""
+    sha = models.read_meta(models.checkpoint_path(checkpoints, "fashion_mnist", "resnet20")).sha256
+    trials = {t.key: t for t in expand(load_grid(str(grid)), {("fashion_mnist", "resnet20"): sha})}
+    assert set(frame["trial_key"]) == set(trials)
+    context = TrialContext(checkpoints, None, cache, grid="in-process")
+    for repair in ("none", "bn_recal", "channel_var_shrink"):
+        row = frame[frame["repair"] == repair].iloc[0]
+        local = run_trial(trials[row["trial_key"]], context).measurements()
+        assert local["eval_size"] == row["eval_size"]
+        assert local["layer_density"] == pytest.approx(list(row["layer_density"]))
+        for metric in METRICS:
+            assert local[metric] == pytest.approx(row[metric], rel=1e-4, abs=1e-6), (repair, metric)
 
 
 @needs_fashion_mnist

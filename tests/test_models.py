@@ -5,27 +5,38 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from sweep.errors import CheckpointError, UnknownNameError
+from sweep.catalog.archs import ARCH_NAMES, ARCHS, SMALL, get_arch
+from sweep.errors import CheckpointError, UnknownNameError, UserError
+from sweep.tasks import models
+from sweep.tasks.evaluate import fold_batchnorm
 from sweep.tasks.models import (
-    ARCHS,
     CheckpointMeta,
+    arch_digest,
     build_model,
     checkpoint_path,
     file_sha256,
+    layout_digest,
     load_checkpoint,
     load_state_dict_file,
     save_checkpoint,
     sidecar_path,
+    state_layout,
+    verify_checkpoint,
 )
+from sweep.tasks.repair_points import repair_family, repair_points
+from sweep.tasks.train import train_dense
 
-TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "densenet121")
+TORCHVISION_ARCHS = tuple(name for name, info in ARCHS.items() if info.family != "cifar_resnet")
 CIFAR_ARCHS = {"resnet20": 3, "resnet32": 5, "resnet56": 9}
 
 
@@ -39,17 +50,18 @@ def _forward(model: nn.Module, channels: int, size: int, batch: int = 2) -> torc
         return model.eval()(torch.randn(batch, channels, size, size))
 
 
-def _stem(model: nn.Module) -> tuple[nn.Conv2d, nn.Module]:
-    if isinstance(model, tvm.DenseNet):
-        return model.features.conv0, model.features.pool0
-    return model.conv1, getattr(model, "maxpool", nn.Identity())
+def _stem(model: nn.Module, arch: str) -> tuple[nn.Conv2d, nn.Module]:
+    """The stem conv and pool, addressed by torchvision's names (no pool: an identity)."""
+    info = get_arch(arch)
+    pool = model.get_submodule(info.stem_pool) if info.stem_pool else nn.Identity()
+    return model.get_submodule(info.stem_conv), pool
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_every_arch_runs_on_small_images(arch):
     model = build_model(arch, num_classes=7, in_channels=3, image_size=32)
     assert _forward(model, 3, 32).shape == (2, 7)
-    conv, pool = _stem(model)
+    conv, pool = _stem(model, arch)
     assert (conv.kernel_size, conv.stride) == ((3, 3), (1, 1))
     assert isinstance(pool, nn.Identity)
 
@@ -61,7 +73,7 @@ def test_torchvision_archs_keep_imagenet_layout_for_large_images(arch):
     assert [(k, v.shape) for k, v in model.state_dict().items()] == [
         (k, v.shape) for k, v in reference.state_dict().items()
     ]
-    conv, pool = _stem(model)
+    conv, pool = _stem(model, arch)
     assert (conv.kernel_size, conv.stride) == ((7, 7), (2, 2))
     assert isinstance(pool, nn.MaxPool2d)
     assert _forward(model, 3, 64).shape == (2, 5)
@@ -87,22 +99,96 @@ def test_small_stem_and_grayscale_keep_torchvision_keys(arch):
 
 @pytest.mark.parametrize(("arch", "blocks"), CIFAR_ARCHS.items())
 def test_cifar_resnets_follow_he_et_al(arch, blocks):
-    model = build_model(arch, num_classes=10, in_channels=1, image_size=28)
-    assert model.conv1.weight.shape == (16, 1, 3, 3)
+    """He et al. (2016), CIFAR-10: ResNet-20/32/56 have 0.27 M / 0.46 M / 0.85 M parameters."""
+    model = build_model(arch, num_classes=10, in_channels=3, image_size=32)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert (
+        round(parameters / 1e6, 2) == {"resnet20": 0.27, "resnet32": 0.46, "resnet56": 0.85}[arch]
+    )
+    if arch == "resnet20":
+        assert round(parameters / 1e6, 4) == 0.2697
     stages = [model.layer1, model.layer2, model.layer3]
     assert [len(stage) for stage in stages] == [blocks] * 3
     assert all(isinstance(block, BasicBlock) for stage in stages for block in stage)
     assert [stage[-1].conv2.out_channels for stage in stages] == [16, 32, 64]
-    # Option B: 1x1 conv + BN projections exactly where the shape changes.
-    projections = [name for name, m in model.named_modules() if name.endswith("downsample")]
-    assert projections == ["layer2.0.downsample", "layer3.0.downsample"]
-    assert model.layer2[0].downsample[0].kernel_size == (1, 1)
-    assert isinstance(model.layer2[0].downsample[1], nn.BatchNorm2d)
-    assert model.fc.in_features == 64
-    assert _forward(model, 1, 28).shape == (2, 10)
-    # 6n+2 weighted layers (+2 projections).
+    # Option A: parameter-free shortcuts exactly where the shape changes, no 1x1 convs anywhere.
+    shortcuts = {name: m for name, m in model.named_modules() if name.endswith("downsample")}
+    assert list(shortcuts) == ["layer2.0.downsample", "layer3.0.downsample"]
+    assert all(not list(m.parameters()) and not list(m.buffers()) for m in shortcuts.values())
+    assert not any("downsample" in key for key in model.state_dict())
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) + 1 == 6 * blocks + 2 + 2
+    assert all(conv.kernel_size == (3, 3) for conv in convs)
+    assert len(convs) + 1 == 6 * blocks + 2  # 6n+2 weighted layers, the fc included
+    assert model.fc.in_features == 64
+    for size in (28, 15):  # odd sides too: the shortcut subsamples like the strided conv
+        assert _forward(build_model(arch, 10, 1, size), 1, size).shape == (2, 10)
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads():
+    """With its residual branch silenced, a downsampling block outputs relu(shortcut(x)):
+    x at every other pixel in the first 16 channels, zeros in the 16 new ones."""
+    block = build_model("resnet20", 10).layer2[0].eval()
+    with torch.no_grad():
+        block.bn2.weight.zero_()
+        block.bn2.bias.zero_()
+        x = torch.randn(2, 16, 8, 8)
+        out = block(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, :16], F.relu(x[:, :, ::2, ::2]))
+    assert torch.equal(out[:, 16:], torch.zeros(2, 16, 4, 4))
+
+
+def test_option_a_resnet_repair_points_and_batchnorm_folding():
+    """Repair points are the block outputs after the add (16/32/64 channels) and the logits;
+    folding every conv -> BN pair keeps the eval-mode function (no BN on the shortcuts)."""
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, in_channels=1, image_size=28)
+    with torch.no_grad():
+        model.train()(torch.randn(16, 1, 28, 28))  # BN statistics away from their init
+    points = [(p.name, p.channels) for p in repair_points(model)]
+    blocks = [f"layer{stage}.{index}.repair_out" for stage in (1, 2, 3) for index in range(3)]
+    assert [name for name, _ in points] == [*blocks, "fc.repair_out"]
+    assert [channels for _, channels in points] == [16] * 3 + [32] * 3 + [64] * 3 + [10]
+    x = torch.randn(4, 1, 28, 28)
+    folded = fold_batchnorm(model, x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_cifar_resnets_refuse_imagenet_inputs():
+    with pytest.raises(UserError, match=r"arch 'resnet20' has no layout for 224 px inputs"):
+        build_model("resnet20", 10, image_size=224)
+
+
+# --------------------------------------------------------------------------- the catalog
+
+
+def test_catalog_imports_without_torch():
+    code = "import sys, sweep.catalog.archs; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_catalog_entry_describes_the_built_model(arch):
+    info = get_arch(arch)
+    assert models.ARCHS == ARCH_NAMES and info.name == arch
+    for layout, size in ((SMALL, 32), ("imagenet", 224)):
+        if layout not in info.layouts:
+            continue
+        model = build_model(arch, num_classes=7, image_size=size)
+        classifier = model.get_submodule(info.classifier)
+        assert isinstance(classifier, nn.Linear) and classifier.out_features == 7
+        assert isinstance(model.get_submodule(info.stem_conv), nn.Conv2d)
+        assert repair_family(model) == info.repair_family
+        residual = any(isinstance(m, BasicBlock | Bottleneck) for m in model.modules())
+        assert residual == info.residual
+        assert info.imagenet_weights == hasattr(tvm, info.builder)
+
+
+def test_unknown_arch_in_the_catalog():
+    with pytest.raises(UnknownNameError, match=r"unknown arch 'vgg16'; expected one of: resnet20"):
+        get_arch("vgg16")
 
 
 def test_unknown_arch_names_the_allowed_ones():
@@ -216,7 +302,12 @@ BAD_CHECKPOINTS = {
     "a list": (_a_list, {}, "holds a list, not a state_dict"),
     "a tensor": (_a_tensor, {}, "holds a Tensor, not a state_dict"),
     "weights of another arch": (_other_arch_weights, {}, "does not fit resnet20"),
-    "sidecar of another num_classes": (_sidecar_says_other_classes, {}, "does not fit resnet20"),
+    # The sidecar's recorded layout is not the one its (edited) settings build now.
+    "sidecar of another num_classes": (
+        _sidecar_says_other_classes,
+        {},
+        "older layout of resnet20 .* for 100 classes",
+    ),
     "missing sidecar": (_no_sidecar, {}, "sidecar .* not found"),
     "malformed sidecar": (_bad_sidecar, {}, "sidecar .* is malformed"),
     "asked for another arch": (
@@ -271,3 +362,145 @@ def test_save_replaces_atomically_and_leaves_no_temporaries(saved):
     loaded, meta = load_checkpoint(path)
     assert meta.dense_top1 == 0.95
     assert torch.equal(loaded.fc.bias, model.fc.bias)
+
+
+def test_failed_save_leaves_the_old_checkpoint(saved):
+    model, path, first = saved
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        save_checkpoint(model, path, _meta(recipe={"bad": object()}))
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
+    assert load_checkpoint(path)[1] == first
+
+
+def test_save_refuses_a_model_that_is_not_the_meta_arch(tmp_path):
+    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20")
+    with pytest.raises(UserError, match="is not resnet20 with 10 classes.*unexpected keys"):
+        save_checkpoint(build_model("resnet32", 10, 1, 28), path, _meta())
+    assert not tmp_path.joinpath("fashion_mnist").exists()
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_arch_digest_is_the_digest_of_the_built_layout(saved):
+    _, path, meta = saved
+    built = build_model("resnet20", 10, in_channels=1, image_size=28).state_dict()
+    assert meta.arch_digest == arch_digest("resnet20", 10, 1, 28)
+    assert meta.arch_digest == layout_digest(state_layout(built))
+    assert json.loads(sidecar_path(path).read_text())["arch_digest"] == meta.arch_digest
+    others = {
+        arch_digest(*settings)
+        for settings in (
+            ("resnet20", 10, 1, 28),
+            ("resnet20", 100, 1, 28),
+            ("resnet20", 10, 3, 28),
+            ("resnet32", 10, 1, 28),
+            ("resnet18", 10, 3, 32),
+            ("resnet18", 10, 3, 224),  # the ImageNet stem has other conv1 shapes
+        )
+    }
+    assert len(others) == 6 and all(len(d) == 16 for d in others)
+
+
+def _option_b_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict of the option-B ResNet-20 this project built before: the same network
+    plus a 1x1 conv + BN projection where the shape changes."""
+    state = dict(model.state_dict())
+    for stage, (cin, cout) in (("layer2", (16, 32)), ("layer3", (32, 64))):
+        bn = nn.BatchNorm2d(cout)
+        state[f"{stage}.0.downsample.0.weight"] = torch.randn(cout, cin, 1, 1)
+        state |= {f"{stage}.0.downsample.1.{k}": v for k, v in bn.state_dict().items()}
+    return state
+
+
+def _write_old_layout(path, with_digest: bool) -> None:
+    """Overwrite the saved checkpoint with option-B weights and a sidecar that vouches for
+    them, as `python -m sweep.pretrain` wrote it then (without arch_digest, or with the old one)."""
+    state = _option_b_state(build_model("resnet20", 10, 1, 28))
+    torch.save(state, path)
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["sha256"] = file_sha256(path)
+    if with_digest:
+        sidecar["arch_digest"] = layout_digest(state_layout(state))
+    else:
+        del sidecar["arch_digest"]
+    sidecar_path(path).write_text(json.dumps(sidecar))
+
+
+@pytest.mark.parametrize("with_digest", [True, False], ids=["recorded digest", "old sidecar"])
+def test_old_layout_checkpoints_say_how_to_retrain(saved, with_digest):
+    _, path, _ = saved
+    _write_old_layout(path, with_digest)
+    retrain = (
+        "retrain it with python -m sweep.pretrain --dataset fashion_mnist --arch resnet20 "
+        f"--out {path.parent.parent} --force"
+    )
+    for load in (load_checkpoint, lambda p: verify_checkpoint(p, "fashion_mnist", "resnet20")):
+        with pytest.raises(CheckpointError) as caught:
+            load(path)
+        text = str(caught.value)
+        assert text.startswith(f"checkpoint {path} was trained for an older layout of resnet20")
+        assert text.endswith(retrain) and "\n" not in text
+    with pytest.raises(CheckpointError) as caught:  # pretrain refuses it without --force
+        train_dense("fashion_mnist", "resnet20", 1, path.parent.parent)
+    assert str(caught.value).count("--force") == 1
+
+
+# --------------------------------------------------------------------------- verify_checkpoint
+
+
+def _text_file_with_matching_sha(path):
+    _rewrite(path, b"weights: see the attached spreadsheet\n")
+
+
+def _sidecar_for_another_arch(path):
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["arch"] = "resnet32"
+    sidecar_path(path).write_text(json.dumps(sidecar))
+
+
+def _sidecar_without_sha(path):
+    sidecar = json.loads(sidecar_path(path).read_text())
+    del sidecar["sha256"]
+    sidecar_path(path).write_text(json.dumps(sidecar))
+
+
+def _truncated_only(path):  # the sidecar still holds the complete file's sha256
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+VERIFY_FAILURES = {
+    "truncated": (_truncated_only, "has sha256 .* expected .* from its sidecar"),
+    "text file with a matching sha": (_text_file_with_matching_sha, "is unreadable"),
+    "sidecar for another arch": (_sidecar_for_another_arch, "has arch 'resnet32'; expected"),
+    "old layout": (lambda p: _write_old_layout(p, False), "older layout of resnet20"),
+    "no sidecar": (_no_sidecar, "sidecar .* not found"),
+    "sidecar not JSON": (_bad_sidecar, "sidecar .* is malformed"),
+    "sidecar without sha256": (_sidecar_without_sha, "sidecar .* is malformed .*sha256"),
+    "not a state_dict": (_a_list, "holds a list, not a state_dict"),
+    "dataset's classes": (_sidecar_says_other_classes, "has num_classes 100; expected 10"),
+}
+
+
+@pytest.mark.parametrize("case", VERIFY_FAILURES)
+def test_verify_checkpoint_names_the_file_and_the_problem(saved, case):
+    _, path, _ = saved
+    corrupt, message = VERIFY_FAILURES[case]
+    corrupt(path)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        verify_checkpoint(path, "fashion_mnist", "resnet20")
+    text = str(caught.value)
+    assert "\n" not in text and (str(path) in text or str(sidecar_path(path)) in text)
+
+
+def test_verify_checkpoint_accepts_a_good_one_and_checks_what_was_asked(saved):
+    _, path, meta = saved
+    assert verify_checkpoint(path, "fashion_mnist", "resnet20") == meta
+    with pytest.raises(CheckpointError, match="has dataset 'fashion_mnist'; expected 'cifar10'"):
+        verify_checkpoint(path, "cifar10", "resnet20")
+    with pytest.raises(UnknownNameError, match="unknown dataset 'mnist'"):
+        verify_checkpoint(path, "mnist", "resnet20")
+    missing = checkpoint_path(path.parent.parent, "fashion_mnist", "resnet32")
+    with pytest.raises(CheckpointError, match="not found; train it with .* --arch resnet32"):
+        verify_checkpoint(missing, "fashion_mnist", "resnet32")

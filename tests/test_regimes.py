@@ -16,14 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from synthetic_store import (
+    DAMAGE_KINDS,
+    SyntheticGrid,
+    curve_rows,
+    damage,
+    make_row,
+    unusable_store,
+)
 
 from analysis.bootstrap import quantiles, resample_counts, resampled_means
 from analysis.boundaries import first_crossings
-from analysis.regimes import AnalysisInputError, load_results, main, regime_table
-from analysis.synthetic import curve_rows, make_row
+from analysis.loading import load_results
+from analysis.markdown import NOTES_MARKER
+from analysis.regimes import AnalysisInputError, main, regime_table
 from sweep.errors import UserError
 from sweep.schema import STATUS_ERROR
 from sweep.store import ResultStore
@@ -36,7 +43,7 @@ def analyse(tmp_path: Path, rows: list[dict], tau: float = 0.5):
     """Write rows as a real store, read them back as the CLI does, and analyse."""
     root = tmp_path / "results"
     ResultStore(root).write_many(rows)
-    return regime_table(load_results(root), tau)
+    return regime_table(load_results(root).frame, tau)
 
 
 def one(frame: pd.DataFrame, **where: object) -> pd.Series:
@@ -57,7 +64,7 @@ def curve(r: list[float | None], repair: str = "none", **fields: object) -> list
 def test_crossing_between_grid_points_is_interpolated(tmp_path):
     # r 0.7 at 0.92, 0.3 at 0.94: 0.92 + (0.7 - 0.5) / (0.7 - 0.3) * 0.02 = 0.93
     tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1]))
-    b = one(tables.boundaries, repair="none")
+    b = one(tables.boundaries, repair_variant="none")
     assert b["status"] == "crossing"
     assert b["boundary"] == pytest.approx(0.93)
     assert (b["bracket_lo"], b["bracket_hi"]) == (0.92, 0.94)
@@ -68,7 +75,7 @@ def test_crossing_between_grid_points_is_interpolated(tmp_path):
 def test_crossing_exactly_on_a_grid_point(tmp_path):
     # r = τ exactly at 0.92 still recovers; it falls below at 0.94, so the boundary is 0.92.
     tables = analyse(tmp_path, curve([0.9, 0.5, 0.2, 0.1]))
-    b = one(tables.boundaries, repair="none")
+    b = one(tables.boundaries, repair_variant="none")
     assert b["status"] == "on grid point"
     assert b["boundary"] == pytest.approx(0.92)
     assert (b["bracket_lo"], b["bracket_hi"]) == (0.92, 0.94)
@@ -77,14 +84,14 @@ def test_crossing_exactly_on_a_grid_point(tmp_path):
 
 def test_never_crossing_is_beyond_the_grid(tmp_path):
     tables = analyse(tmp_path, curve([0.9, 0.8, 0.7, 0.6]))
-    b = one(tables.boundaries, repair="none")
+    b = one(tables.boundaries, repair_variant="none")
     assert b["status"] == "beyond the grid"
     assert np.isnan(b["boundary"]) and np.isnan(b["bracket_lo"])
 
 
 def test_below_at_the_first_point_is_below_the_grid(tmp_path):
     tables = analyse(tmp_path, curve([0.4, 0.3, 0.2, 0.1]))
-    b = one(tables.boundaries, repair="none")
+    b = one(tables.boundaries, repair_variant="none")
     assert b["status"] == "below the grid"
     assert np.isnan(b["boundary"])
 
@@ -92,7 +99,7 @@ def test_below_at_the_first_point_is_below_the_grid(tmp_path):
 def test_non_monotone_curve_uses_first_downward_crossing_and_says_so(tmp_path):
     # Down between 0.90 (0.8) and 0.92 (0.4): 0.90 + 0.3 / 0.4 * 0.02 = 0.915; up again at 0.94.
     tables = analyse(tmp_path, curve([0.8, 0.4, 0.6, 0.2]))
-    b = one(tables.boundaries, repair="none")
+    b = one(tables.boundaries, repair_variant="none")
     assert b["boundary"] == pytest.approx(0.915)
     assert b["non_monotone"]
     assert "first downward crossing" in b["flags"]
@@ -106,18 +113,18 @@ def test_bootstrap_interval_of_the_boundary_over_seeds(tmp_path):
     # reaches both extremes exactly.
     seeds = [[0.9, 0.6, 0.2], [0.9, 0.8, 0.4], [0.9, 0.7, 0.3]]
     tables = analyse(tmp_path, curve_rows(seeds, GRID[:3], repair="bn_recal"))
-    b = one(tables.boundaries, repair="bn_recal")
+    b = one(tables.boundaries, repair_variant="bn_recal")
     assert b["boundary"] == pytest.approx(0.93)
     assert (b["ci_lo"], b["ci_hi"]) == (pytest.approx(0.925), pytest.approx(0.935))
     assert b["seeds"] == 3 and b["flags"] == ""
-    point = one(tables.curves, repair="bn_recal", sparsity=0.92)
+    point = one(tables.curves, repair_variant="bn_recal", sparsity=0.92)
     assert point["r"] == pytest.approx(0.7)
     assert (point["r_lo"], point["r_hi"]) == (pytest.approx(0.6), pytest.approx(0.8))
 
 
 def test_single_seed_gives_a_degenerate_flagged_interval(tmp_path):
     tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1], repair="bn_recal"))
-    b = one(tables.boundaries, repair="bn_recal")
+    b = one(tables.boundaries, repair_variant="bn_recal")
     assert b["ci_lo"] == b["ci_hi"] == pytest.approx(b["boundary"])
     assert "single seed" in b["flags"]
     assert "single seed" in one(tables.curves, sparsity=0.92)["flags"]
@@ -128,10 +135,10 @@ def test_missing_sparsity_is_flagged_and_bridged(tmp_path):
     # 0.90 + (0.9 - 0.5) / (0.9 - 0.3) * 0.04 = 0.92667.
     rows = curve([0.9, 0.8, 0.6, 0.4]) + curve([0.9, None, 0.3, 0.1], repair="bn_recal")
     tables = analyse(tmp_path, rows)
-    b = one(tables.boundaries, repair="bn_recal")
+    b = one(tables.boundaries, repair_variant="bn_recal")
     assert b["boundary"] == pytest.approx(0.90 + 0.4 / 0.6 * 0.04)
     assert "missing sparsities: 0.92" in b["flags"]
-    point = one(tables.curves, repair="bn_recal", sparsity=0.92)
+    point = one(tables.curves, repair_variant="bn_recal", sparsity=0.92)
     assert point["seeds"] == 0 and "missing: no rows" in point["flags"]
 
 
@@ -163,7 +170,7 @@ def test_each_grid_point_gets_its_regime_and_the_band_width(tmp_path):
     assert s["boundary_none"] == pytest.approx(0.912)
     assert s["boundary_bn_recal"] == pytest.approx(0.93)
     assert s["boundary_activation"] == pytest.approx(0.945)
-    assert s["activation_repair"] == "channel_var"
+    assert s["activation_variant"] == "channel_var"
     # The band runs from where bn_recal (later than none) fails to where channel_var fails.
     assert (s["band_lo"], s["band_hi"]) == (pytest.approx(0.93), pytest.approx(0.945))
     assert s["band_width"] == pytest.approx(0.015)
@@ -202,10 +209,10 @@ def test_error_rows_are_excluded_counted_and_flagged(tmp_path):
     failed = make_row(sparsity=0.92, repair="channel_var", seed=1, status=STATUS_ERROR, top1=None)
     only_failed = make_row(sparsity=0.98, repair="none", status=STATUS_ERROR, top1=None)
     tables = analyse(tmp_path, rows + [failed, only_failed])
-    point = one(tables.curves, repair="channel_var", sparsity=0.92)
+    point = one(tables.curves, repair_variant="channel_var", sparsity=0.92)
     assert point["r"] == pytest.approx(0.8) and point["errors"] == 1
     assert "1 error rows excluded" in point["flags"]
-    lonely = one(tables.curves, repair="none", sparsity=0.98)
+    lonely = one(tables.curves, repair_variant="none", sparsity=0.98)
     assert lonely["seeds"] == 0 and "only error rows" in lonely["flags"]
     s = one(tables.summary, allocation="erk")
     assert s["errors"] == 2 and s["trials"] == 14
@@ -213,11 +220,71 @@ def test_error_rows_are_excluded_counted_and_flagged(tmp_path):
     assert one(tables.regimes, sparsity=0.98)["regime"] == "unknown"
 
 
-def test_duplicate_trials_of_one_point_are_averaged_and_flagged(tmp_path):
-    rows = curve([0.9, 0.7, 0.3, 0.1]) + curve([0.9, 0.5, 0.3, 0.1], variant="other params")
+def test_duplicate_trials_of_one_point_and_variant_are_averaged_and_flagged(tmp_path):
+    # Same point, variant and seed, another calibration size: two trial keys, one curve point.
+    rows = curve([0.9, 0.7, 0.3, 0.1]) + curve([0.9, 0.5, 0.3, 0.1], calib_size=512)
     point = one(analyse(tmp_path, rows).curves, sparsity=0.92)
     assert point["r"] == pytest.approx(0.6)
     assert "1 duplicate trials averaged" in point["flags"]
+
+
+# --- repair variants ---------------------------------------------------------------------------
+
+SHRINK = "channel_var_shrink"
+TAU_HALF = f"{SHRINK}[tau=0.5]"
+
+
+def two_shrink_variants(**fields: object) -> list[dict]:
+    """none, bn_recal and two settings of channel_var_shrink that stop recovering at different
+    sparsities: the default crosses at 0.945 (ACT_R), tau=0.5 at 0.92 + 0.1 / 0.4 * 0.02 = 0.925."""
+    return (
+        curve(NONE_R, **fields)
+        + curve(BN_R, repair="bn_recal", **fields)
+        + curve(ACT_R, repair=SHRINK, **fields)
+        + curve([0.9, 0.6, 0.2, 0.1], repair=SHRINK, params={"tau": 0.5}, **fields)
+    )
+
+
+def test_two_variants_of_one_method_are_two_curves_never_averaged(tmp_path):
+    tables = analyse(tmp_path, two_shrink_variants() + two_shrink_variants(allocation="lamp"))
+    point = one(tables.curves, allocation="erk", repair_variant=SHRINK, sparsity=0.92)
+    assert point["r"] == pytest.approx(0.8) and point["flags"] == "single seed"
+    half = one(tables.curves, allocation="erk", repair_variant=TAU_HALF, sparsity=0.92)
+    assert half["r"] == pytest.approx(0.6)
+    assert not tables.curves["flags"].str.contains("duplicate").any()
+    erk = tables.boundaries[tables.boundaries["allocation"] == "erk"]
+    assert one(erk, repair_variant=SHRINK)["boundary"] == pytest.approx(0.945)
+    assert one(erk, repair_variant=TAU_HALF)["boundary"] == pytest.approx(0.925)
+    assert {f"r_{SHRINK}", f"r_{TAU_HALF}"} <= set(tables.regimes.columns)
+    variants = ["none", "bn_recal", SHRINK, TAU_HALF]
+    for table, per_variant in [
+        (tables.curves, 2 * len(GRID)),
+        (tables.boundaries, 2),
+        (tables.comparison, len(GRID)),
+    ]:
+        counts = table["repair_variant"].value_counts()
+        assert counts.to_dict() == dict.fromkeys(variants, per_variant)
+    diff = one(tables.comparison, repair_variant=TAU_HALF, sparsity=0.92)
+    assert diff["diff"] == pytest.approx(0.0) and diff["r_erk"] == pytest.approx(0.6)
+
+
+def test_a_non_default_activation_variant_counts_as_activation_repair(tmp_path):
+    # Only channel_var_shrink[tau=0.5] (method channel_var_shrink) as activation repair: it
+    # recovers at 0.92 where bn_recal (r 0.7) also does, and at 0.94 (r 0.6) where bn_recal (0.3)
+    # does not, so 0.94 is repair_sensitive and the band runs from 0.93 to its boundary 0.945.
+    rows = curve(NONE_R) + curve(BN_R, repair="bn_recal")
+    rows += curve(ACT_R, repair=SHRINK, params={"tau": 0.5})
+    tables = analyse(tmp_path, rows)
+    assert one(tables.regimes, sparsity=0.94)["regime"] == "repair_sensitive"
+    s = one(tables.summary, allocation="erk")
+    assert s["activation_variant"] == TAU_HALF and s["bn_recal_variant"] == "bn_recal"
+    assert (s["band_lo"], s["band_hi"]) == (pytest.approx(0.93), pytest.approx(0.945))
+
+
+def test_the_best_variant_of_a_method_sets_the_band(tmp_path):
+    summary = one(analyse(tmp_path, two_shrink_variants()).summary, allocation="erk")
+    assert summary["activation_variant"] == SHRINK
+    assert summary["boundary_activation"] == pytest.approx(0.945)
 
 
 # --- LAMP − ERK --------------------------------------------------------------------------------
@@ -340,22 +407,160 @@ def test_cli_table_and_single_table_views(store, capsys):
     assert len(frame) == 6 and "boundary" in frame.columns
 
 
-def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, store, capsys):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    other = tmp_path / "other"
-    other.mkdir()
-    pq.write_table(pa.table({"x": [1, 2]}), other / "part.parquet")
-    cases = [
-        ([str(tmp_path / "missing")], "does not exist"),
-        ([str(empty)], "no Parquet files"),
-        ([str(other)], "not a prune-sweep result store"),
-        ([str(store), "--tau", "1.5"], "tau"),
+# (store kind or None for the good store, extra arguments, what the one line must say)
+BAD_INPUTS = [
+    ("missing", [], "does not exist"),
+    ("empty", [], "no Parquet files"),
+    ("foreign", [], "not a prune-sweep result store"),
+    ("only_errors", [], "no ok rows (12 error rows; most common error: RuntimeError"),
+    ("key_schema_1", [], "trial-key schema 1); upgrade it with python -m sweep.upgrade"),
+    (None, ["--tau", "1.5"], "tau"),
+    (None, ["--format", "xml"], "invalid choice: 'xml'"),
+    (None, ["--repair", "channel_var[tau=0.5]"], "unknown repair variant 'channel_var[tau=0.5]'"),
+    (None, ["--format", "markdown", "--table", "curves"], "--table"),
+]
+
+
+@pytest.mark.parametrize(("kind", "extra", "message"), BAD_INPUTS)
+def test_cli_bad_inputs_exit_2_with_one_line_and_write_nothing(
+    tmp_path, store, capsys, kind, extra, message
+):
+    root = store if kind is None else unusable_store(tmp_path, kind, four_regimes())
+    out = tmp_path / "out.md"
+    assert main([str(root), *extra, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("error: ") and captured.out == ""
+    assert not out.exists()
+
+
+def test_repair_filter_keeps_exactly_the_named_variants(tmp_path, capsys):
+    root = tmp_path / "results"
+    ResultStore(root).write_many(two_shrink_variants())
+    assert main([str(root), "--format", "csv", "--table", "curves", "--repair", TAU_HALF]) == 0
+    curves = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert set(curves["repair_variant"]) == {TAU_HALF}
+    argv = [str(root), "--format", "csv", "--repair", "bn_recal", "--repair", SHRINK]
+    assert main(argv) == 0
+    regimes = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert {"r_bn_recal", f"r_{SHRINK}"} <= set(regimes.columns)
+    assert f"r_{TAU_HALF}" not in regimes.columns and "r_none" not in regimes.columns
+
+
+@pytest.mark.parametrize("kind", DAMAGE_KINDS)
+def test_a_damaged_file_is_skipped_and_named_never_a_traceback(store, kind):
+    bad = damage(store, kind)
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis.regimes", str(store), "--format", "csv"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    reason = {
+        "truncated": "truncated or corrupt Parquet file (",
+        "not_parquet": "not a Parquet file (",
+        "foreign_schema": "not a prune-sweep result file (missing columns trial_key",
+    }[kind]
+    assert result.stderr.splitlines() == [
+        line for line in result.stderr.splitlines() if line.startswith("skipped damaged file")
     ]
-    for argv, message in cases:
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"skipped damaged file {bad}: {reason}")
+    assert "Traceback" not in result.stderr
+    assert len(pd.read_csv(io.StringIO(result.stdout))) == 8  # every good row still analysed
+
+
+# --- the Markdown results document ------------------------------------------------------------
+
+
+def markdown_table(text: str, heading: str) -> pd.DataFrame:
+    """The first Markdown table after `heading`, cells as strings."""
+    lines = text[text.index(heading) :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+@pytest.fixture(scope="module")
+def variant_store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("markdown") / "results"
+    SyntheticGrid(
+        datasets=("fashion_mnist",),
+        archs=("resnet20",),
+        allocations=("erk", "lamp"),
+        sparsities=(0.9, 0.92, 0.94, 0.96),
+        repairs=("none", "bn_recal", SHRINK, (SHRINK, {"tau": 0.5})),
+        seeds=3,
+        error_rate=0.05,
+    ).write(root)
+    return root
+
+
+def test_markdown_numbers_are_the_stores_and_the_regime_tables(variant_store, tmp_path, capsys):
+    out = tmp_path / "results.md"
+    assert main([str(variant_store), "--format", "markdown", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    text = out.read_text(encoding="utf-8")
+    frame = load_results(variant_store, ["checkpoint_sha256", "eval_size"]).frame
+    tables = regime_table(frame)
+    # Top-1: mean over seeds of the ok rows, straight from the store with pandas.
+    ok = frame[frame["status"] == "ok"]
+    per_seed = ok.groupby(["allocation", "repair_variant", "sparsity", "seed"])["top1"].mean()
+    expected = per_seed.groupby(["allocation", "repair_variant", "sparsity"]).mean() * 100
+    top1 = markdown_table(text, "### Top-1 %").set_index("sparsity")
+    assert list(top1.columns) == [
+        f"{a} / {v}" for a in ("erk", "lamp") for v in ("none", "bn_recal", SHRINK, TAU_HALF)
+    ]
+    assert len(expected) == top1.size - 1  # one point has only an error row
+    for (allocation, variant, sparsity), mean in expected.items():
+        cell = top1.loc[f"{sparsity:g}", f"{allocation} / {variant}"]
+        assert cell.split(" [")[0] == f"{mean:.1f}", (allocation, variant, sparsity)
+    # Intervals: the regime table's bootstrap interval of r, in top-1 %.
+    dense, chance = tables.summary["dense_top1"].iloc[0], tables.summary["chance"].iloc[0]
+    point = one(tables.curves, allocation="lamp", repair_variant=TAU_HALF, sparsity=0.94)
+    lo, hi = (100 * (chance + point[c] * (dense - chance)) for c in ("r_lo", "r_hi"))
+    assert top1.loc["0.94", f"lamp / {TAU_HALF}"].endswith(f"[{lo:.1f}, {hi:.1f}]")
+    assert f"Dense top-1 {100 * dense:.2f} %" in text
+    # Boundaries and regimes: the regime table's, row for row.
+    boundaries = markdown_table(text, "### Regime boundaries")
+    assert len(boundaries) == len(tables.boundaries) == 8
+    for row, (_, b) in zip(boundaries.itertuples(), tables.boundaries.iterrows(), strict=True):
+        assert (row[1], row[2]) == (b["allocation"], b["repair_variant"])
+        assert row[3] == ("—" if np.isnan(b["boundary"]) else f"{b['boundary']:.4f}")
+        assert row[4] == b["status"]
+    regimes = markdown_table(text, "### Regime per sparsity").set_index("sparsity")
+    for r in tables.regimes.itertuples():
+        assert regimes.loc[f"{r.sparsity:g}", r.allocation] == r.regime
+    # Provenance: from the store, and the command that writes it again.
+    provenance = dict(markdown_table(text, "# prune-sweep results").iloc[:, :2].values)
+    assert provenance["result store"] == f"`{variant_store}`"
+    assert provenance["rows"].startswith(f"{len(ok)} ok, {len(frame) - len(ok)} error")
+    assert provenance["dense checkpoints (sha256)"] == f"`{frame['checkpoint_sha256'][0][:12]}`"
+    assert provenance["eval images"] == "10000" and provenance["calibration seeds"] == "0, 1, 2"
+    assert provenance["skipped damaged files"] == "none"
+    command = f"python -m analysis.regimes {variant_store} --format markdown --out {out}"
+    assert f"    {command}\n" in text
+
+
+def test_markdown_regeneration_keeps_the_hand_written_notes(variant_store, tmp_path, capsys):
+    out = tmp_path / "results.md"
+    assert main([str(variant_store), "--format", "markdown", "--out", str(out)]) == 0
+    notes = "\n## Notes\n\nWritten by hand.\n"
+    out.write_text(out.read_text(encoding="utf-8") + notes, encoding="utf-8")
+    argv = [str(variant_store), "--format", "markdown", "--out", str(out), "--repair", TAU_HALF]
+    assert main(argv) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.endswith(NOTES_MARKER + "\n" + notes)
+    assert text.count(NOTES_MARKER) == 1
+    header = markdown_table(text, "### Top-1 %").columns
+    assert list(header) == ["sparsity", f"erk / {TAU_HALF}", f"lamp / {TAU_HALF}"]
+    assert f"--repair '{TAU_HALF}'" in text  # the regenerating command names the selection
 
 
 def test_module_runs_as_a_program(store):

@@ -9,12 +9,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from data_files import write_fashion_mnist
 from torch import nn
 from torch.optim.swa_utils import update_bn
 from torchvision.models import DenseNet
 
 from sweep.errors import UnknownNameError, UserError
-from sweep.tasks.data import DATASETS, CalibrationSet
+from sweep.tasks import data
+from sweep.tasks import evaluate as evaluate_module
+from sweep.tasks.datasets import sources
 from sweep.tasks.models import build_model
 from sweep.tasks.prune import prune
 from sweep.tasks.repair import (
@@ -185,19 +188,36 @@ def test_shrink_keeps_gains_finite_when_a_channel_is_silenced(resnet20):
 
 
 class _LabelTrap:
+    """Stands where a label would be: any use of it raises."""
+
     def __getattr__(self, name):
         raise AssertionError("repair touched a label")
 
 
-class _ImagesOnlyDataset(torch.utils.data.Dataset):
-    """Images by index; its labels raise on any access."""
+class _TrappedLabels:
+    """Stands in for a split's label array: its length (the split's size) is known, any other
+    use raises, so whatever touches a label on its way to the repair code fails the test."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def astype(self, dtype) -> _TrappedLabels:  # the IDX reader converts labels to int64
+        return self
+
+    def _touched(self, *args, **kwargs):
+        raise AssertionError("the calibration path touched a label")
+
+    __getitem__ = __iter__ = __array__ = __eq__ = __int__ = __index__ = tolist = _touched
+
+
+class _Images(torch.utils.data.Dataset):
+    """Images by index, nothing else."""
 
     def __init__(self, images: torch.Tensor) -> None:
         self.images = images
-
-    @property
-    def targets(self):
-        raise AssertionError("repair touched the labels")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -206,30 +226,59 @@ class _ImagesOnlyDataset(torch.utils.data.Dataset):
         return self.images[index]
 
 
-def test_repair_never_sees_labels(resnet20):
+def test_repair_never_sees_labels(resnet20, tmp_path, monkeypatch):
+    """The real path: Fashion-MNIST files -> data.calibration_set -> repair, with every label
+    array of the split replaced by a trap."""
+    write_fashion_mnist(tmp_path, train=40, test=8)
+    read_idx = sources.read_idx
+
+    def trapped(path):
+        values = read_idx(path)
+        return _TrappedLabels(len(values)) if "labels" in path.name else values
+
+    monkeypatch.setattr(sources, "read_idx", trapped)
+    with pytest.raises(AssertionError, match="touched a label"):  # the trap is armed
+        data.eval_set("fashion_mnist", tmp_path, tmp_path / "eval-cache")
+    calibration = data.calibration_set("fashion_mnist", 32, 0, tmp_path, tmp_path / "cache")
+    assert len(calibration) == 32
     pruned, _ = _pruned(resnet20)
-    loader = torch.utils.data.DataLoader(_ImagesOnlyDataset(_images(32)), batch_size=16)
-    repaired = repair(pruned, "channel_var_shrink", loader, dense=resnet20)
-    assert repair_param_count(repaired) > 0
-    spec = DATASETS["fashion_mnist"]
-    calibration = CalibrationSet(
-        images=(torch.rand(32, 1, 28, 28) * 255).to(torch.uint8), spec=spec, key="test-images"
-    )
     stats = dense_statistics(resnet20, calibration)
-    assert stats.calibration_key == "test-images"
-    repair(pruned, "channel_var", calibration, dense_stats=stats)
+    assert stats.calibration_key == calibration.key
+    for method in REPAIRS:
+        repair(pruned, method, calibration, dense=resnet20)
+        repair(pruned, method, calibration, dense_stats=stats)
+
+    loader = torch.utils.data.DataLoader(_Images(_images(32)), batch_size=16)
+    assert repair_param_count(repair(pruned, "channel_var_shrink", loader, dense=resnet20)) > 0
     labelled = [(batch, _LabelTrap()) for batch in _batches()]
     with pytest.raises(UserError, match="without labels; got tuple"):
         repair(pruned, "bn_recal", labelled)
 
 
 @pytest.mark.parametrize("method", REPAIRS)
-def test_pruned_zeros_stay_zero(method, resnet20):
+def test_pruned_zeros_stay_zero(method, resnet20, monkeypatch):
+    """Checked on the model evaluate() runs: the repaired model with BatchNorm folded in."""
     pruned, masks = _pruned(resnet20, sparsity=0.95)
-    repaired = repair(pruned, method, _batches(), dense=resnet20)
-    modules = dict(repaired.named_modules())
+    zeros = sum(int((~mask).sum()) for mask in masks.values())
+    assert zeros > 0.9 * sum(mask.numel() for mask in masks.values())
     for name, mask in masks.items():
-        assert (modules[name].weight[~mask] == 0).all(), name
+        assert (pruned.get_submodule(name).weight[~mask] == 0).all(), name
+    repaired = repair(pruned, method, _batches(), dense=resnet20)
+
+    evaluated = []
+    fold = evaluate_module.fold_batchnorm
+    monkeypatch.setattr(
+        evaluate_module,
+        "fold_batchnorm",
+        lambda *args: evaluated.append(fold(*args)) or evaluated[-1],
+    )
+    labels = torch.zeros(8, dtype=torch.long)
+    evaluate_module.evaluate(repaired, evaluate_module.TensorEvalSet(_images(8), labels))
+    (model,) = evaluated
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # folded into convs
+    for name, mask in masks.items():
+        weight = model.get_submodule(name).weight
+        assert weight.shape == mask.shape and (weight[~mask] == 0).all(), name
     expected = 0 if method in ("none", "bn_recal") else 2 * (3 * (16 + 32 + 64) + 10)
     assert repair_param_count(repaired) == expected
 

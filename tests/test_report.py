@@ -3,20 +3,28 @@ and clear errors on bad input. (Rendering in a real browser: test_report_browser
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import plotly.graph_objects as go
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from plotly.offline import get_plotlyjs
+from synthetic_store import (
+    DAMAGE_KINDS,
+    SyntheticGrid,
+    damage,
+    layer_names,
+    make_row,
+    unusable_store,
+)
 
 from analysis import figures
 from analysis.layers import density_profiles
-from analysis.regimes import AnalysisInputError, load_results, regime_table
+from analysis.loading import load_results
+from analysis.regimes import AnalysisInputError, regime_table
 from analysis.report import (
     EXTRA_COLUMNS,
     choose_density_sparsity,
@@ -25,7 +33,7 @@ from analysis.report import (
     main,
     write_report,
 )
-from analysis.synthetic import SyntheticGrid, layer_names
+from sweep.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = SyntheticGrid(
@@ -65,7 +73,7 @@ def test_report_is_one_self_contained_page(report):
 
 
 def test_provenance_counts_trials_and_failures(store, report):
-    frame = load_results(store, ["status"])
+    frame = load_results(store).frame
     failed = int((frame["status"] != "ok").sum())
     assert failed > 0
     assert f"{len(frame)} ({len(frame) - failed} ok, {failed} failed)" in report
@@ -76,18 +84,18 @@ def test_provenance_counts_trials_and_failures(store, report):
 
 @pytest.fixture(scope="module")
 def parts(store):
-    frame = load_results(store, EXTRA_COLUMNS)
-    return frame, regime_table(frame, 0.5)
+    results = load_results(store, EXTRA_COLUMNS)
+    return results, regime_table(results.frame, 0.5)
 
 
-def test_every_figure_is_valid_plotly(store, parts):
-    frame, tables = parts
+def test_every_figure_is_valid_plotly(parts):
+    results, tables = parts
     built = [
         figures.regime_map(tables),
         figures.accuracy_panels(tables),
         figures.difference_map(tables),
-        figures.density_profiles(density_profiles(store, 0.92), 0.92),
-        figures.fidelity_scatter(fidelity_points(frame)),
+        figures.density_profiles(density_profiles(results.scan, 0.92), 0.92),
+        figures.fidelity_scatter(fidelity_points(results.frame)),
     ]
     for fig in built:
         go.Figure(fig)  # raises on any unknown or ill-typed property
@@ -119,7 +127,7 @@ def test_accuracy_panels_band_and_line_per_repair_and_regime_shading(parts):
 
 
 def test_density_profiles_read_one_row_per_allocation(store):
-    profiles = density_profiles(store, 0.94)
+    profiles = density_profiles(open_store(store), 0.94)
     per_curve = profiles.groupby(["dataset", "arch", "allocation"]).size()
     assert len(per_curve) == 4 and (per_curve == len(layer_names("resnet20"))).all()
     assert profiles["density"].between(0, 1).all()
@@ -148,26 +156,88 @@ def test_cli_writes_next_to_the_store_by_default(store, capsys):
     assert str(expected) in capsys.readouterr().out
 
 
-def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, store, capsys):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    other = tmp_path / "other"
-    other.mkdir()
-    pq.write_table(pa.table({"x": [1]}), other / "part.parquet")
-    out = str(tmp_path / "r.html")
-    cases = [
-        ([str(tmp_path / "missing"), "-o", out], "does not exist"),
-        ([str(empty), "-o", out], "no Parquet files"),
-        ([str(other), "-o", out], "not a prune-sweep result store"),
-        ([str(store), "-o", out, "--tau", "0"], "tau"),
-        ([str(store), "-o", out, "--density-sparsity", "0.5"], "not a grid point"),
-        ([str(store), "-o", str(store / "report.html")], "inside the result store"),
-    ]
-    for argv, message in cases:
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1
+# (store kind or None for the good store, extra arguments, what the one line must say)
+BAD_INPUTS = [
+    ("missing", [], "does not exist"),
+    ("empty", [], "no Parquet files"),
+    ("foreign", [], "not a prune-sweep result store"),
+    ("only_errors", [], "has no ok rows"),
+    ("key_schema_1", [], "upgrade it with python -m sweep.upgrade"),
+    (None, ["--tau", "0"], "tau"),
+    (None, ["--density-sparsity", "0.5"], "not a grid point"),
+    (None, ["--density-sparsity", "half"], "invalid float value: 'half'"),
+    (None, ["--repair", "layer_var"], "unknown repair variant 'layer_var'"),
+]
+
+
+@pytest.mark.parametrize(("kind", "extra", "message"), BAD_INPUTS)
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, store, capsys, kind, extra, message):
+    root = (
+        store
+        if kind is None
+        else unusable_store(tmp_path, kind, [make_row(sparsity=s) for s in GRID.sparsities])
+    )
+    out = tmp_path / "r.html"
+    assert main([str(root), "-o", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not out.exists()
+
+
+def test_cli_refuses_an_output_inside_the_store(store, capsys):
+    assert main([str(store), "-o", str(store / "report.html")]) == 2
+    assert "inside the result store" in capsys.readouterr().err
     assert not (store / "report.html").exists()
+
+
+def test_two_variants_of_one_method_are_two_curves_in_every_figure(tmp_path):
+    root = tmp_path / "variants"
+    shrink_half = ("channel_var_shrink", {"tau": 0.5})
+    grid = SyntheticGrid(
+        datasets=("cifar10",),
+        archs=("resnet20",),
+        sparsities=(0.9, 0.92, 0.94, 0.96),
+        repairs=("none", "bn_recal", "channel_var_shrink", shrink_half),
+        seeds=2,
+    )
+    grid.write(root)
+    results = load_results(root, EXTRA_COLUMNS)
+    tables = regime_table(results.frame)
+    variants = ["none", "bn_recal", "channel_var_shrink", "channel_var_shrink[tau=0.5]"]
+    lines = [t for t in figures.accuracy_panels(tables)["data"] if t.get("mode")]
+    assert [t["name"] for t in lines] == variants * 2  # per allocation panel
+    assert [t["line"].get("dash") for t in lines[:4]] == [None, None, None, "dot"]
+    fidelity = figures.fidelity_scatter(fidelity_points(results.frame))["data"]
+    assert [t["name"] for t in fidelity] == variants
+    hover = figures.regime_map(tables)["data"][0]["customdata"][0][0]
+    assert all(f"r {name} = " in hover for name in variants)
+    page = write_report(root, tmp_path / "variants.html").read_text(encoding="utf-8")
+    assert "none, bn_recal, channel_var_shrink, channel_var_shrink[tau=0.5]" in page
+
+
+def test_damaged_files_are_skipped_named_on_stderr_and_in_the_provenance(tmp_path):
+    root = tmp_path / "damaged"
+    SyntheticGrid(datasets=("cifar10",), archs=("resnet20",), seeds=2).write(root)
+    bad = [damage(root, kind) for kind in DAMAGE_KINDS]
+    out = tmp_path / "damaged.html"
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis.report", str(root), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    skipped = result.stderr.splitlines()
+    assert sorted(line.split(": ")[0] for line in skipped) == sorted(
+        f"skipped damaged file {path}" for path in bad
+    )
+    page = out.read_text(encoding="utf-8")
+    provenance = page[page.index('<section id="provenance">') :]
+    assert "<th>skipped damaged files</th>" in provenance
+    for path in bad:
+        assert html.escape(str(path)) in provenance
+    assert "not a Parquet file (" in provenance and "truncated or corrupt Parquet" in provenance
 
 
 def test_module_runs_as_a_program(store, tmp_path):

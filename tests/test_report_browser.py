@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_store import SyntheticGrid
 
 from analysis.report import write_report
-from analysis.synthetic import SyntheticGrid
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from synthetic_store import DAMAGE_KINDS, damage, make_row, write_key_schema_1
 
-from analysis.synthetic import make_row
 from sweep.schema import COLUMN_DOCS, FILE_SCHEMA, RESULT_SCHEMA
-from sweep.store import ResultStore, StoreError, read_results
+from sweep.store import ResultStore, StoreError, open_store, read_results
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -135,3 +135,92 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path: Path):
     stale.write_bytes(b"PAR1 half")
     assert store.remove_stale_temporaries() == 1
     assert not stale.exists() and kept.exists()
+
+
+# --- damaged files and stores of trial-key schema 1 ---------------------------------------------
+
+REASONS = {
+    "truncated": "truncated or corrupt Parquet file (",
+    "not_parquet": "not a Parquet file (",
+    "foreign_schema": "not a prune-sweep result file (missing columns trial_key, key_schema",
+}
+
+
+def _store_with_rows(root: Path, count: int = 3) -> ResultStore:
+    store = ResultStore(root)
+    for i in range(count):
+        store.write(_row(f"k{i}", minutes=i, sparsity=0.9 + i / 100))
+    return store
+
+
+@pytest.mark.parametrize("kind", DAMAGE_KINDS)
+def test_a_damaged_file_is_named_skipped_and_left_alone(tmp_path: Path, kind: str, capsys):
+    store = _store_with_rows(tmp_path)
+    bad = damage(tmp_path, kind)
+    before = bad.read_bytes()
+    (reported,) = store.damaged_files()
+    assert reported[0] == bad and reported[1].startswith(REASONS[kind])
+    assert "\n" not in reported[1] and store.legacy_files() == []
+    frame = read_results(tmp_path, ["trial_key"])
+    assert sorted(frame["trial_key"]) == ["k0", "k1", "k2"]
+    assert capsys.readouterr().err == f"skipped damaged file {bad}: {reported[1]}\n"
+    assert store.compact() == 3  # the three good files merged into one, the bad one untouched
+    assert bad.read_bytes() == before
+    assert len(store.files()) == 2 and store.damaged_files() == [reported]
+    assert sorted(open_store(tmp_path).read(["trial_key"])["trial_key"]) == ["k0", "k1", "k2"]
+
+
+def test_a_column_of_the_wrong_type_makes_a_file_damaged(tmp_path: Path):
+    _store_with_rows(tmp_path, 1)
+    table = pq.read_table(ResultStore(tmp_path).files()[0])
+    column = table.schema.get_field_index("sparsity")
+    retyped = table.set_column(column, "sparsity", pa.array(["0.9"]))
+    pq.write_table(retyped, tmp_path / "dataset=cifar10" / "arch=resnet18" / "retyped.parquet")
+    ((path, reason),) = ResultStore(tmp_path).damaged_files()
+    assert path.name == "retyped.parquet" and "sparsity is string, expected double" in reason
+
+
+def test_a_store_of_only_damaged_files_is_refused_in_one_line(tmp_path: Path):
+    _store_with_rows(tmp_path, 1)
+    bad = damage(tmp_path, "not_parquet")
+    for path in ResultStore(tmp_path).files():
+        if path != bad:
+            path.unlink()
+    with pytest.raises(StoreError, match="none of its 1 Parquet files is readable") as error:
+        read_results(tmp_path)
+    assert str(bad) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_key_schema_1_store_is_not_damaged_but_must_be_upgraded(tmp_path: Path):
+    root = write_key_schema_1(tmp_path / "old", [_row("k1"), _row("k2", dataset="cifar100")])
+    store = ResultStore(root)
+    assert store.damaged_files() == []
+    assert store.legacy_files() == store.files() and len(store.files()) == 2
+    with pytest.raises(StoreError) as error:
+        read_results(root)
+    assert str(error.value) == (
+        f"result store {str(root)!r} was written by an older prune-sweep (trial-key schema 1); "
+        f"upgrade it with python -m sweep.upgrade {root} (a backup is kept)"
+    )
+    assert store.compact() == 0 and len(store.files()) == 2
+    assert store.finished_keys() == set()  # schema-1 rows are sweep.upgrade's to translate
+    store.write(_row("k3"))
+    assert store.finished_keys() == {"k3"}
+
+
+def test_writes_go_through_one_atomic_helper(tmp_path: Path, monkeypatch):
+    import sweep.atomic
+    import sweep.store
+
+    calls = []
+    real = sweep.atomic.atomic_write
+
+    def spy(target, write):
+        calls.append(Path(target))
+        return real(target, write)
+
+    monkeypatch.setattr(sweep.store, "atomic_write", spy)
+    store = ResultStore(tmp_path)
+    written = [store.write(_row("a")), *store.write_many([_row("b"), _row("c", minutes=1)])]
+    store.compact()
+    assert calls[:2] == written and len(calls) == 3

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from sweep.errors import UserError
+from sweep.pretrain import main as pretrain_main
 from sweep.tasks import data
 from sweep.tasks.models import build_model, checkpoint_path, load_checkpoint
 from sweep.tasks.train import Recipe, ThreadTuner, fit, init_from_imagenet, train_dense
@@ -198,28 +199,68 @@ def _pretrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _existing_checkpoints(out: Path) -> None:
+    for dataset in ("fashion_mnist", "cifar10"):
+        (out / dataset).mkdir(parents=True)
+        (out / dataset / "resnet20.pt").write_bytes(b"keep me")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+FM = ["--dataset", "fashion_mnist", "--arch", "resnet20"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--dataset", "mnist", "--arch", "resnet20"], "unknown dataset 'mnist'; expected one of"),
         (["--dataset", "fashion_mnist", "--arch", "vgg"], "unknown arch 'vgg'; expected one of"),
-        (["--dataset", "fashion_mnist", "--arch", "resnet20", "--epochs", "0"], "epochs 0"),
+        (["--dataset", "imagenette", "--arch", "resnet56"], "'resnet56' has no layout for 224 px"),
+        ([*FM, "--epochs", "0"], "epochs 0 is too small"),
+        ([*FM, "--epochs", "-3"], "epochs -3 is too small"),
+        ([*FM, "--epochs", "two"], "--epochs: invalid int value: 'two'"),
+        ([*FM, "--batch-size", "0"], "batch size 0 is too small"),
+        ([*FM, "--lr", "0"], "learning rate 0.0 is not positive"),
+        ([*FM, "--lr", "nan"], "learning rate nan is not positive"),
+        ([*FM, "--workers", "-1"], "workers -1 is negative"),
+        ([*FM, "--threads", "0"], "threads 0 is too small"),
+        ([*FM, "--device", "tpu"], "device 'tpu' is not available"),
+        ([*FM, "--out", "a_file"], "output folder a_file/fashion_mnist cannot be created: a_file"),
+        ([*FM, "--out", "a_file/sub"], "cannot be created: a_file is a file"),
+        ([*FM, "--colour", "blue"], "unrecognized arguments: --colour blue"),
+        (["--arch", "resnet20"], "the following arguments are required: --dataset"),
         (["--dataset", "cifar10", "--arch", "resnet20", "--data-root", "empty"], "cifar10"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("not a folder")
     out = tmp_path / "ckpt"
-    for dataset in ("fashion_mnist", "cifar10"):
-        (out / dataset).mkdir(parents=True)
-        (out / dataset / "resnet20.pt").write_bytes(b"keep me")
-    result = _pretrain(*args, "--out", str(out), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["cifar10/resnet20.pt", "fashion_mnist/resnet20.pt"]
-    assert all(p.read_bytes() == b"keep me" for p in out.rglob("*.pt"))
+    _existing_checkpoints(out)
+    before = _files(tmp_path)
+    argv = args if "--out" in args else [*args, "--out", str(out)]
+    assert pretrain_main([*argv, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert captured.out == ""
+    assert _files(tmp_path) == before
+
+
+def test_cli_refuses_to_replace_an_unverifiable_checkpoint(tmp_path):
+    """As a user runs it: one line, exit 2, the existing file untouched."""
+    out = tmp_path / "ckpt"
+    _existing_checkpoints(out)
+    result = _pretrain(*FM, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "sidecar" in lines[0] and "--force" in lines[0], result.stderr
+    assert _files(out)["fashion_mnist/resnet20.pt"] == b"keep me"
 
 
 def test_cli_help_explains_defaults(tmp_path):

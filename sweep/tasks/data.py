@@ -1,11 +1,12 @@
-"""Datasets of the sweep: the registry, training sets, and the calibration and eval sets.
+"""Datasets of the sweep: training sets, the calibration and eval sets, and getting the files.
 
 Labels stop in this module. A `CalibrationSet` is built from pixels alone, so repair code cannot
 see a label even by accident. Calibration and eval images are decoded once into a content-keyed
 uint8 cache, so repeated trials never unpickle or decode JPEGs again.
 
-Where the files are: `find_data`; offline with files absent, a `DataMissingError` says where to
-put which files. CIFAR pickles are MD5-checked against torchvision's table; set
+The facts about each dataset live in `sweep.catalog.datasets`; `get_spec` returns its entry.
+Where the files are: `find_data`; `download` (`python -m sweep.data download NAME`) fetches the
+ones torchvision can download. CIFAR pickles are MD5-checked against torchvision's table; set
 PRUNE_SWEEP_SKIP_CHECKSUMS=1 to load other CIFAR-format files (a warning is logged each time).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,10 @@ import numpy as np
 import torch
 
 from sweep.cache import default_cache_dir
+from sweep.catalog.datasets import DATASETS, DatasetInfo
 from sweep.errors import DataMissingError, UnknownNameError, UserError
 from sweep.tasks.datasets import cache
+from sweep.tasks.datasets.download import MIRROR_ENV, SKIP_CHECKSUMS_ENV, check_mirror, fetch
 from sweep.tasks.datasets.sources import SOURCES, Split
 
 DEFAULT_DATA_ROOT = Path("data")
@@ -30,41 +34,8 @@ _CACHE_FORMAT = 1  # bump when preprocessing changes, so old cache entries are n
 _EVAL_SUBSET_SEED = 0
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What a model needs to know about a dataset: input shape, classes, normalisation."""
-
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int  # square model input side
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 [..., C, H, W] -> float32 (x / 255 - mean) / std, on the input's device."""
-        if images_uint8.dtype != torch.uint8:
-            raise TypeError(f"normalize expects uint8 images, got {images_uint8.dtype}")
-        mean = torch.tensor(self.mean, device=images_uint8.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, device=images_uint8.device).view(-1, 1, 1)
-        return images_uint8.float().div_(255).sub_(mean).div_(std)
-
-
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,)),
-        DatasetSpec("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-        DatasetSpec("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-        DatasetSpec("imagenette", 10, 3, 224, _IMAGENET_MEAN, _IMAGENET_STD),
-        DatasetSpec("imagenet100", 100, 3, 224, _IMAGENET_MEAN, _IMAGENET_STD),
-    )
-}
-
-
-def get_spec(name: str) -> DatasetSpec:
-    """The registry entry of `name`; UnknownNameError lists the known datasets."""
+def get_spec(name: str) -> DatasetInfo:
+    """The catalog entry of `name`; UnknownNameError lists the known datasets."""
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
@@ -78,17 +49,54 @@ def find_data(name: str, data_root: Path | str | None = None) -> Path | None:
 
 
 def missing_data_message(name: str, data_root: Path | str | None = None) -> str:
-    """Where to put which files of `name`, and whether a download can fetch them."""
-    get_spec(name)
+    """Where to put which files of `name`, and the command that downloads them if any can."""
     root = _data_root(data_root)
-    source = SOURCES[name]
-    fetch = (
-        "with internet access, train_dataset(download=True) (used by `python -m sweep.pretrain`) "
-        f"downloads them into {root}"
-        if source.download is not None
-        else "it cannot be downloaded automatically"
-    )
-    return f"{name} data not found under {root}: {source.expected(root)}; {fetch}"
+    return f"{name} data not found under {root}: {how_to_get(name, root)}"
+
+
+def how_to_get(name: str, data_root: Path | str | None = None) -> str:
+    """The download command for `name` (if it has one) and where its files go."""
+    info = get_spec(name)
+    root = _data_root(data_root)
+    expected = SOURCES[name].expected(root)
+    if info.download is None:
+        return f"{expected}; it cannot be downloaded automatically"
+    return f"run `python -m sweep.data download {name} --data-root {root}`, or {expected}"
+
+
+def download(
+    name: str,
+    data_root: Path | str | None = None,
+    *,
+    mirror: str | None = None,
+    verify_checksums: bool = True,
+) -> Path:
+    """Fetch `name`'s official files into the data root unless they are there already;
+    returns the folder the loaders open.
+
+    `mirror` (default $PRUNE_SWEEP_MIRROR) replaces the host of the catalog's URLs. The files are
+    checked against the official MD5s unless `verify_checksums` is False or
+    PRUNE_SWEEP_SKIP_CHECKSUMS=1. Bad name, unwritable root, network or archive failure: a
+    UserError with one line; nothing is left in the data root.
+    """
+    info = get_spec(name)
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    check_mirror(mirror)
+    root = _data_root(data_root)
+    found = SOURCES[name].locate(root)
+    if found is not None and found.is_relative_to(root):
+        return found
+    if info.download is None:
+        raise DataMissingError(missing_data_message(name, root))
+    verify = verify_checksums and os.environ.get(SKIP_CHECKSUMS_ENV) != "1"
+    fetch(info.download, root, mirror, verify)
+    located = SOURCES[name].locate(root)
+    if located is None:
+        raise DataMissingError(
+            f"the download of {name} did not produce a complete copy: "
+            + missing_data_message(name, root)
+        )
+    return located
 
 
 def train_dataset(
@@ -101,7 +109,7 @@ def train_dataset(
     Without it: test-time preprocessing.
     """
     spec = get_spec(name)
-    return _open(name, data_root, train=True, download=download).training_set(
+    return _open(name, data_root, train=True, allow_download=download).training_set(
         augment, spec.normalize
     )
 
@@ -113,7 +121,7 @@ class CalibrationSet:
     # Declared by hand: dataclass(slots=True, frozen=True) breaks __setattr__ on Python 3.11.
     __slots__ = ("images", "spec", "key")
     images: torch.Tensor  # uint8 [N,C,H,W], test-time preprocessing
-    spec: DatasetSpec
+    spec: DatasetInfo
     key: str  # content key: dataset, size, seed, drawn indices and pixels
 
     def __len__(self) -> int:
@@ -161,7 +169,7 @@ class EvalSet:
 
     images: np.ndarray  # uint8 [N,C,H,W], read-only memmap of the cache file
     labels: np.ndarray  # int64 [N]
-    spec: DatasetSpec
+    spec: DatasetInfo
     key: str  # content key: dataset, pixels and labels
 
     def __len__(self) -> int:
@@ -211,27 +219,25 @@ def eval_set(
     )
 
 
-def _open(name: str, data_root: Path | str | None, train: bool, download: bool = False) -> Split:
+def _open(
+    name: str, data_root: Path | str | None, train: bool, allow_download: bool = False
+) -> Split:
     """Locate (and, if allowed and needed, download) `name`, then open one split."""
     source = SOURCES[name]
     root = _data_root(data_root)
     folder = source.locate(root)
-    if folder is None and download and source.download is not None:
+    if folder is None and allow_download and get_spec(name).download is not None:
         try:
-            source.download(root)
-        except (OSError, RuntimeError) as error:
-            raise DataMissingError(
-                f"downloading {name} into {root} failed ({error}); "
-                + missing_data_message(name, root)
-            ) from error
-        folder = source.locate(root)
+            folder = download(name, root)
+        except DataMissingError as error:
+            raise DataMissingError(f"{error}; or by hand: {source.expected(root)}") from error
     if folder is None:
         raise DataMissingError(missing_data_message(name, root))
     return source.open(folder, train)
 
 
 def _normalized(
-    images: torch.Tensor | np.ndarray, spec: DatasetSpec, batch_size: int
+    images: torch.Tensor | np.ndarray, spec: DatasetInfo, batch_size: int
 ) -> Iterator[torch.Tensor]:
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -258,5 +264,5 @@ def _digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64)).hexdigest()
 
 
-def _shape(spec: DatasetSpec, count: int) -> tuple[int, int, int, int]:
+def _shape(spec: DatasetInfo, count: int) -> tuple[int, int, int, int]:
     return (count, spec.in_channels, spec.image_size, spec.image_size)

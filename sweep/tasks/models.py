@@ -1,62 +1,67 @@
 """Architectures and dense checkpoints.
 
-Every model keeps torchvision's module names (``conv1``/``bn1``/``layer1``…/``fc`` for ResNets,
-``features.*``/``classifier`` for DenseNet) so that pruning and repair code can walk all of them
-alike, and so that a checkpoint's state_dict keys are the ones torchvision users expect.
+Every model is built from its entry in :mod:`sweep.catalog.archs` and keeps torchvision's module
+names (``conv1``/``bn1``/``layer1``…/``fc`` for ResNets, ``features.*``/``classifier`` for
+DenseNet) so that pruning and repair code can walk all of them alike, and so that a checkpoint's
+state_dict keys are the ones torchvision users expect.
 
 A checkpoint is a plain state_dict file ``<dir>/<dataset>/<arch>.pt`` (loaded with
 ``weights_only=True``, so opening one never runs code) plus a JSON sidecar ``<arch>.json`` that
-says what the weights are and carries their sha256, so a truncated, replaced or mismatched file is
-refused with a one-line :class:`CheckpointError` instead of silently pruning the wrong network.
+says what the weights are and carries their sha256 and the digest of the architecture's layout
+(:func:`arch_digest`), so a truncated, replaced or mismatched file, or one trained for an older
+layout of its architecture, is refused with a one-line :class:`CheckpointError` instead of
+silently pruning the wrong network.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import os
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from sweep.errors import CheckpointError, UnknownNameError
+from sweep.atomic import atomic_path, atomic_write
+from sweep.catalog.archs import ARCH_NAMES, CIFAR_RESNET_BUILDER, SMALL, ArchInfo, get_arch
+from sweep.catalog.datasets import DATASETS
+from sweep.errors import CheckpointError, UnknownNameError, UserError
 
-ARCHS: tuple[str, ...] = (
-    "resnet20",
-    "resnet32",
-    "resnet56",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "densenet121",
-)
+ARCHS = ARCH_NAMES  # the catalog's names, for callers that only need to list or check them
 
-# Inputs at most this large get the small-image stem (3x3 stride-1 conv, no max-pool).
-SMALL_IMAGE_MAX = 64
 
-_CIFAR_BLOCKS_PER_STAGE = {"resnet20": 3, "resnet32": 5, "resnet56": 9}
-_TORCHVISION: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": tvm.resnet18,
-    "resnet34": tvm.resnet34,
-    "resnet50": tvm.resnet50,
-    "densenet121": tvm.densenet121,
-}
+class ZeroPadShortcut(nn.Module):
+    """He et al.'s option-A shortcut: subsample by ``stride``, zero-pad the new channels.
+
+    Parameter-free, so the CIFAR ResNets have the paper's parameter counts and the shortcut adds
+    nothing to prune; it sits where torchvision's projection would (``downsample``).
+    """
+
+    def __init__(self, extra_channels: int, stride: int) -> None:
+        super().__init__()
+        self.extra_channels, self.stride = extra_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def extra_repr(self) -> str:
+        return f"extra_channels={self.extra_channels}, stride={self.stride}"
 
 
 class CifarResNet(nn.Module):
     """ResNet-6n+2 of He et al. (2016) for 32 px inputs: stages of 16/32/64 channels.
 
-    Shortcuts that change shape are 1x1 conv + BN projections (option B), so every block is
-    torchvision's :class:`BasicBlock` with a plain residual add, and the model's attribute names
-    match torchvision's ResNet (``layer4`` is simply absent).
+    Every block is torchvision's :class:`BasicBlock` with a plain residual add; where the shape
+    changes its ``downsample`` is a :class:`ZeroPadShortcut` (option A). Attribute names match
+    torchvision's ResNet (``layer4`` is simply absent).
     """
 
     def __init__(self, blocks_per_stage: int, num_classes: int, in_channels: int = 3) -> None:
@@ -78,13 +83,10 @@ class CifarResNet(nn.Module):
         layers = []
         for index in range(blocks):
             block_stride = stride if index == 0 else 1
-            downsample = None
+            shortcut = None
             if block_stride != 1 or self.inplanes != planes:
-                downsample = nn.Sequential(
-                    nn.Conv2d(self.inplanes, planes, 1, stride=block_stride, bias=False),
-                    nn.BatchNorm2d(planes),
-                )
-            layers.append(BasicBlock(self.inplanes, planes, block_stride, downsample))
+                shortcut = ZeroPadShortcut(planes - self.inplanes, block_stride)
+            layers.append(BasicBlock(self.inplanes, planes, block_stride, shortcut))
             self.inplanes = planes
         return nn.Sequential(*layers)
 
@@ -105,33 +107,66 @@ def _stem_conv(in_channels: int, out_channels: int, small: bool) -> nn.Conv2d:
     return conv
 
 
-def _adapt_stem(model: nn.Module, in_channels: int, small: bool) -> None:
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+def _adapt_stem(model: nn.Module, info: ArchInfo, in_channels: int, small: bool) -> None:
     """Swap stem modules in place; the replaced names keep the state_dict keys torchvision's."""
-    if isinstance(model, tvm.DenseNet):
-        owner, conv_name, pool_name = model.features, "conv0", "pool0"
-    else:
-        owner, conv_name, pool_name = model, "conv1", "maxpool"
     if small or in_channels != 3:
-        old: nn.Conv2d = getattr(owner, conv_name)
-        setattr(owner, conv_name, _stem_conv(in_channels, old.out_channels, small))
-    if small:
-        setattr(owner, pool_name, nn.Identity())
+        old = model.get_submodule(info.stem_conv)
+        _replace(model, info.stem_conv, _stem_conv(in_channels, old.out_channels, small))
+    if small and info.stem_pool is not None:
+        _replace(model, info.stem_pool, nn.Identity())
 
 
 def build_model(
     arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32
 ) -> nn.Module:
-    """A freshly initialised model; ``image_size <= 64`` selects the small-image stem."""
-    if arch in _CIFAR_BLOCKS_PER_STAGE:
-        return CifarResNet(_CIFAR_BLOCKS_PER_STAGE[arch], num_classes, in_channels)
-    if arch not in _TORCHVISION:
-        raise UnknownNameError("arch", arch, ARCHS)
-    model = _TORCHVISION[arch](weights=None, num_classes=num_classes)
-    _adapt_stem(model, in_channels, small=image_size <= SMALL_IMAGE_MAX)
+    """A freshly initialised model; ``image_size <= 64`` selects the small-image layout."""
+    info = get_arch(arch)
+    layout = info.check_image_size(image_size)
+    if info.builder == CIFAR_RESNET_BUILDER:
+        return CifarResNet(info.blocks_per_stage, num_classes, in_channels)
+    model = getattr(tvm, info.builder)(weights=None, num_classes=num_classes)
+    _adapt_stem(model, info, in_channels, small=layout == SMALL)
     return model
 
 
+# --------------------------------------------------------------------------- layouts
+
+Layout = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def state_layout(state: dict[str, torch.Tensor]) -> Layout:
+    """A state_dict's key names and shapes, in its order."""
+    return tuple((key, tuple(value.shape)) for key, value in state.items())
+
+
+@functools.lru_cache(maxsize=64)
+def arch_layout(arch: str, num_classes: int, in_channels: int, image_size: int) -> Layout:
+    """The state_dict layout ``build_model`` gives (built on the meta device: no weights)."""
+    with torch.device("meta"):
+        return state_layout(build_model(arch, num_classes, in_channels, image_size).state_dict())
+
+
+def layout_digest(layout: Layout) -> str:
+    """A short sha256 of a layout: equal exactly when key names and shapes are equal."""
+    text = json.dumps(sorted([key, list(shape)] for key, shape in layout))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def arch_digest(arch: str, num_classes: int, in_channels: int, image_size: int) -> str:
+    """The digest of the layout this version builds; stored in every checkpoint's sidecar."""
+    return layout_digest(arch_layout(arch, num_classes, in_channels, image_size))
+
+
 # --------------------------------------------------------------------------- checkpoints
+
+
+class OldLayoutError(CheckpointError):
+    """A checkpoint trained for an older layout of its architecture; says how to retrain it."""
 
 
 @dataclass
@@ -147,11 +182,44 @@ class CheckpointMeta:
     recipe: dict = field(default_factory=dict)
     sha256: str = ""
     created_at: str = ""
+    arch_digest: str = ""  # empty in sidecars written before layouts were recorded
 
     @classmethod
     def from_dict(cls, data: dict) -> CheckpointMeta:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def _settings(meta: CheckpointMeta) -> str:
+    return f"{meta.num_classes} classes, {meta.in_channels} input channels at {meta.image_size} px"
+
+
+def arch_layout_of(meta: CheckpointMeta) -> Layout:
+    """The layout this version builds for a checkpoint's arch, classes, channels and size."""
+    return arch_layout(meta.arch, meta.num_classes, meta.in_channels, meta.image_size)
+
+
+_SIDECAR_TYPES = {
+    "arch": str,
+    "dataset": str,
+    "num_classes": int,
+    "in_channels": int,
+    "image_size": int,
+    "sha256": str,
+    "arch_digest": str,
+}
+
+
+def _check_sidecar_fields(meta: CheckpointMeta) -> None:
+    """ValueError naming the first field of a wrong type or value."""
+    for name, kind in _SIDECAR_TYPES.items():
+        value = getattr(meta, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{name} {value!r} is not a {kind.__name__}")
+        if kind is int and value < 1:
+            raise ValueError(f"{name} {value!r} is not positive")
+    if len(meta.sha256) != 64 or not all(c in "0123456789abcdef" for c in meta.sha256):
+        raise ValueError(f"sha256 {meta.sha256[:20]!r} is not 64 hex digits")
 
 
 def checkpoint_path(checkpoint_dir: Path | str, dataset: str, arch: str) -> Path:
@@ -170,47 +238,35 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def _temp_path(target: Path) -> Path:
-    """A unique temporary name next to the target, so os.replace is an atomic rename.
-
-    Not created here (unlike mkstemp, whose 0600 mode would stick to the final file).
-    """
-    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def atomic_torch_save(obj: object, path: Path) -> None:
+def atomic_torch_save(obj: object, path: Path | str) -> None:
     """torch.save that never leaves a half-written file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, meta: CheckpointMeta) -> CheckpointMeta:
-    """Write state_dict + sidecar atomically; returns ``meta`` with sha256 and created_at filled."""
+    """Write state_dict + sidecar atomically; returns ``meta`` with sha256, created_at and
+    arch_digest filled. UserError, before writing, if the model is not ``meta``'s architecture."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # contiguous(): channels_last training must not change the stored layout.
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    weights_tmp, sidecar_tmp = _temp_path(path), _temp_path(sidecar_path(path))
-    try:
+    found, expected = state_layout(state), arch_layout_of(meta)
+    if dict(found) != dict(expected):
+        raise UserError(
+            f"model to save as {path} is not {meta.arch} with {_settings(meta)} "
+            f"({_state_dict_mismatch(dict(expected), dict(found))})"
+        )
+    # Weights renamed first (the later context exits first): a crash between the two renames leaves
+    # a sha mismatch, which loading detects, never a sidecar vouching for weights it does not
+    # describe.
+    with atomic_path(sidecar_path(path)) as sidecar_tmp, atomic_path(path) as weights_tmp:
         torch.save(state, weights_tmp)
         meta = dataclasses.replace(
             meta,
             sha256=file_sha256(weights_tmp),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            arch_digest=layout_digest(found),
         )
         sidecar_tmp.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
-        # Weights first: a crash between the two renames leaves a sha mismatch, which loading
-        # detects, never a sidecar that vouches for weights it does not describe.
-        os.replace(weights_tmp, path)
-        os.replace(sidecar_tmp, sidecar_path(path))
-    finally:
-        weights_tmp.unlink(missing_ok=True)
-        sidecar_tmp.unlink(missing_ok=True)
     return meta
 
 
@@ -251,29 +307,43 @@ def read_meta(path: Path | str) -> CheckpointMeta:
             f"{Path(path).name} by python -m sweep.pretrain"
         )
     try:
-        return CheckpointMeta.from_dict(json.loads(sidecar.read_text()))
+        meta = CheckpointMeta.from_dict(json.loads(sidecar.read_text()))
+        _check_sidecar_fields(meta)
     except (ValueError, TypeError, AttributeError) as error:
         raise CheckpointError(
             f"checkpoint sidecar {sidecar} is malformed ({_one_line(error)}); "
             "expected a JSON object with arch, dataset, num_classes, in_channels, image_size, "
-            "sha256"
+            "sha256 as written by python -m sweep.pretrain"
         ) from error
+    return meta
 
 
-def load_checkpoint(
-    path: Path | str,
-    arch: str | None = None,
-    dataset: str | None = None,
-    num_classes: int | None = None,
-) -> tuple[nn.Module, CheckpointMeta]:
-    """The model of a checkpoint in eval mode, after checking it is the one that was asked for."""
+def _retrain_command(path: Path, meta: CheckpointMeta) -> str:
+    """The pretrain command that rewrites the checkpoint at ``path``."""
+    command = f"python -m sweep.pretrain --dataset {meta.dataset} --arch {meta.arch}"
+    out = path.parent.parent
+    if checkpoint_path(out, meta.dataset, meta.arch) == path and out != Path("checkpoints"):
+        command += f" --out {out}"
+    return command + " --force"
+
+
+def _checked_state(
+    path: Path | str, **expected: object
+) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """Sidecar and weights of a checkpoint, after every check short of building the model;
+    ``expected`` maps sidecar fields to the values asked for (None: anything)."""
     path = Path(path)
     if not path.is_file():
+        dataset, arch = (
+            expected.get("dataset") or path.parent.name,
+            expected.get("arch") or path.stem,
+        )
         raise CheckpointError(
-            f"checkpoint {path} not found; train it with python -m sweep.pretrain"
+            f"checkpoint {path} not found; train it with python -m sweep.pretrain "
+            f"--dataset {dataset} --arch {arch}"
         )
     meta = read_meta(path)
-    for name, wanted in (("arch", arch), ("dataset", dataset), ("num_classes", num_classes)):
+    for name, wanted in expected.items():
         found = getattr(meta, name)
         if wanted is not None and found != wanted:
             raise CheckpointError(f"checkpoint {path} has {name} {found!r}; expected {wanted!r}")
@@ -284,21 +354,71 @@ def load_checkpoint(
             "sidecar (file truncated or replaced)"
         )
     state = load_state_dict_file(path)
-    if meta.arch not in ARCHS:
-        raise CheckpointError(f"checkpoint {path} has arch {meta.arch!r}; expected one of {ARCHS}")
-    model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.image_size)
-    problems = _state_dict_mismatch(model.state_dict(), state)
+    try:
+        expected = arch_layout_of(meta)
+    except UserError as error:  # an arch or input size the catalog does not have
+        raise CheckpointError(f"checkpoint {path} cannot be built: {error}") from error
+    _check_layout(path, meta, expected, state_layout(state))
+    return meta, state
+
+
+def _check_layout(path: Path, meta: CheckpointMeta, expected: Layout, found: Layout) -> None:
+    """The weights must fit the layout this version builds; a sidecar's recorded digest (or, in
+    sidecars that predate it, the weights' own layout) tells an older layout from a bad file."""
+    current = layout_digest(expected)
+    problems = _state_dict_mismatch(dict(expected), dict(found))
+    recorded = meta.arch_digest or (layout_digest(found) if problems else current)
+    if recorded != current:
+        raise OldLayoutError(
+            f"checkpoint {path} was trained for an older layout of {meta.arch} (layout "
+            f"{recorded}; this version builds {current} for {_settings(meta)}); retrain it with "
+            f"{_retrain_command(path, meta)}"
+        )
     if problems:
         raise CheckpointError(
-            f"checkpoint {path} does not fit {meta.arch} with {meta.num_classes} classes "
-            f"({problems})"
+            f"checkpoint {path} does not fit {meta.arch} with {_settings(meta)} ({problems})"
         )
+
+
+def verify_checkpoint(path: Path | str, dataset: str, arch: str) -> CheckpointMeta:
+    """Everything a sweep must know about a checkpoint before it starts, without building it.
+
+    The sidecar is present and well-formed, arch and dataset (and the dataset's classes, channels
+    and input size) are the ones asked for, the file's sha256 is the sidecar's, the file is a
+    torch state_dict, and the weights fit the layout this version builds. Any failure is one
+    CheckpointError line naming the file and what is wrong.
+    """
+    spec = DATASETS.get(dataset)
+    if spec is None:
+        raise UnknownNameError("dataset", dataset, DATASETS)
+    meta, _ = _checked_state(
+        path,
+        arch=arch,
+        dataset=dataset,
+        num_classes=spec.num_classes,
+        in_channels=spec.in_channels,
+        image_size=spec.image_size,
+    )
+    return meta
+
+
+def load_checkpoint(
+    path: Path | str,
+    arch: str | None = None,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+) -> tuple[nn.Module, CheckpointMeta]:
+    """The model of a checkpoint in eval mode, after checking it is the one that was asked for."""
+    meta, state = _checked_state(path, arch=arch, dataset=dataset, num_classes=num_classes)
+    model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.image_size)
     model.load_state_dict(state, strict=True)
     return model.eval(), meta
 
 
-def _state_dict_mismatch(expected: dict, found: dict) -> str:
-    """A one-line summary of how ``found`` differs from ``expected`` (empty if it fits)."""
+def _state_dict_mismatch(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]
+) -> str:
+    """A one-line summary of how ``found`` (key -> shape) differs from ``expected``."""
 
     def listed(what: str, keys: list[str]) -> str:
         return f"{len(keys)} {what} ({', '.join(keys[:2])}{', …' if len(keys) > 2 else ''})"
@@ -306,9 +426,9 @@ def _state_dict_mismatch(expected: dict, found: dict) -> str:
     missing = [key for key in expected if key not in found]
     unexpected = [key for key in found if key not in expected]
     shapes = [
-        f"{key} {list(found[key].shape)} vs {list(value.shape)}"
-        for key, value in expected.items()
-        if key in found and found[key].shape != value.shape
+        f"{key} {list(found[key])} vs {list(shape)}"
+        for key, shape in expected.items()
+        if key in found and found[key] != shape
     ]
     parts = [
         listed(what, keys)

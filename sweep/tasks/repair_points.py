@@ -5,13 +5,15 @@ that BatchNorm (BN(a*x + b) = BN(x) for a > 0, up to eps), and without a second 
 breaks the normalisation the first one fitted. A correction must therefore act where no BatchNorm
 can reach:
 
-- ResNet (torchvision ResNet and the CIFAR ResNets): the output of every residual block, after the
-  add and the ReLU (it feeds the identity path of the next block and a conv that mixes channels,
-  never a BN directly), and the logits.
-- DenseNet: every feature map a dense layer adds to a concatenation is consumed only through a
-  BatchNorm (norm1 of each later layer, the transition's norm, norm5), so concatenation inputs are
-  reachable and are NOT repair points. What BN cannot reach there is the classifier input (norm5 ->
-  ReLU -> global pool: the pooling changes the per-channel spread that norm5 fixed) and the logits.
+- ResNet (torchvision ResNet and the CIFAR ResNets; repair family `BLOCK_OUTPUTS` in
+  `sweep.catalog.archs`): the output of every residual block, after the add and the ReLU (it feeds
+  the identity path of the next block and a conv that mixes channels, never a BN directly), and
+  the logits.
+- DenseNet (repair family `CLASSIFIER_INPUT`): every feature map a dense layer adds to a
+  concatenation is consumed only through a BatchNorm (norm1 of each later layer, the transition's
+  norm, norm5), so concatenation inputs are reachable and are NOT repair points. What BN cannot
+  reach there is the classifier input (norm5 -> ReLU -> global pool: the pooling changes the
+  per-channel spread that norm5 fixed) and the logits.
 
 Each point holds a `ChannelAffine` registered as a child of the module it acts on (named
 `repair_out` for the module's output, `repair_in` for its input) and applied by a forward hook, so
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from sweep.catalog.archs import BLOCK_OUTPUTS, CLASSIFIER_INPUT
 from sweep.errors import UserError
 from sweep.tasks.repair_passes import Stage
 
@@ -80,15 +83,20 @@ class RepairPoint:
         return f"{self.host}.{self.side}"
 
 
-def _family(model: nn.Module) -> str:
+def repair_family(model: nn.Module) -> str:
+    """The model's repair-point family (see `sweep.catalog.archs`), read off its structure.
+
+    Structural, not by arch name, so any torchvision-layout ResNet or DenseNet works, built by
+    `build_model` or not; the catalog test checks it agrees with every entry's `repair_family`.
+    """
     if isinstance(getattr(model, "fc", None), nn.Linear) and isinstance(
         getattr(model, "layer1", None), nn.Sequential
     ):
-        return "resnet"
+        return BLOCK_OUTPUTS
     if isinstance(getattr(model, "classifier", None), nn.Linear) and isinstance(
         getattr(model, "features", None), nn.Sequential
     ):
-        return "densenet"
+        return CLASSIFIER_INPUT
     raise UserError(
         f"no repair points are defined for {type(model).__name__}; activation-statistic repair "
         "supports ResNet (conv1/layer1../fc) and DenseNet (features/classifier) models"
@@ -113,7 +121,7 @@ def _block_channels(block: nn.Module) -> int:
 
 def repair_points(model: nn.Module) -> list[RepairPoint]:
     """The model's repair points in forward order (see the module docstring for the choice)."""
-    if _family(model) == "resnet":
+    if repair_family(model) == BLOCK_OUTPUTS:
         points = [RepairPoint(name, OUT, _block_channels(b)) for name, b in _resnet_blocks(model)]
         return points + [RepairPoint("fc", OUT, model.fc.out_features)]
     return [
@@ -214,4 +222,6 @@ def _densenet_stages(model: nn.Module) -> list[Stage]:
 
 def stage_plan(model: nn.Module) -> list[Stage]:
     """The model's forward split at its repair points, in order; composes to `model.forward`."""
-    return _resnet_stages(model) if _family(model) == "resnet" else _densenet_stages(model)
+    if repair_family(model) == BLOCK_OUTPUTS:
+        return _resnet_stages(model)
+    return _densenet_stages(model)

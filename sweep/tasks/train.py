@@ -26,27 +26,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from sweep.errors import CheckpointError, UnknownNameError, UserError
+from sweep.catalog.archs import IMAGENET, get_arch, layout_for
+from sweep.errors import CheckpointError, UserError
 from sweep.tasks import data
 from sweep.tasks.models import (
-    ARCHS,
-    SMALL_IMAGE_MAX,
     CheckpointMeta,
+    OldLayoutError,
     atomic_torch_save,
     build_model,
     checkpoint_path,
-    load_checkpoint,
     save_checkpoint,
+    verify_checkpoint,
 )
 
-# Epochs that reach a useful dense model on each dataset (Fashion-MNIST: the 2-core demo budget).
-DEFAULT_EPOCHS = {
-    "fashion_mnist": 4,
-    "cifar10": 30,
-    "cifar100": 30,
-    "imagenette": 5,
-    "imagenet100": 5,
-}
 SCRATCH_LR, FINETUNE_LR = 0.1, 0.01
 
 
@@ -335,7 +327,6 @@ def _restore(
 
 # --------------------------------------------------------------------------- ImageNet weights
 
-_CLASSIFIER_PREFIX = {"densenet121": "classifier."}  # the ResNets' classifier is "fc."
 _OLD_DENSE_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
 
 
@@ -345,7 +336,7 @@ def _imagenet_state_dict(arch: str, allow_download: bool) -> tuple[dict | None, 
     Returns (state_dict or None, a description of why not). The file is read with
     ``weights_only=True`` like every other checkpoint.
     """
-    weights = tvm.get_model_weights(arch).DEFAULT
+    weights = tvm.get_model_weights(get_arch(arch).builder).DEFAULT
     filename = os.path.basename(weights.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not cached.is_file() and not allow_download:
@@ -368,7 +359,7 @@ def init_from_imagenet(
     if state is None:
         log(f"warning: no ImageNet weights for {arch} ({source}); training from scratch")
         return "scratch"
-    prefix = _CLASSIFIER_PREFIX.get(arch, "fc.")
+    prefix = f"{get_arch(arch).classifier}."
     body = {key: value for key, value in state.items() if not key.startswith(prefix)}
     missing, unexpected = model.load_state_dict(body, strict=False)
     if unexpected or any(not key.startswith(prefix) for key in missing):
@@ -393,6 +384,20 @@ def _check_device(device: str) -> str:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise UserError(f"device {device!r} is not available; expected cpu or cuda ({gpus} GPUs)")
     return device
+
+
+def _check_writable_dir(folder: Path) -> None:
+    """UserError unless ``folder`` is, or can be made as, a folder this process may write in:
+    found before training, not when the first epoch's resume file fails to save."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(
+            f"output folder {folder} cannot be created: {existing} is a file; expected a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {folder} is not writable ({existing} is read-only)")
 
 
 def resume_path_for(out_dir: Path | str, dataset: str, arch: str) -> Path:
@@ -426,10 +431,10 @@ def train_dense(
     ``train_limit``/``eval_limit`` train/evaluate on the first images only (smoke runs).
     """
     spec = data.get_spec(dataset)
-    if arch not in ARCHS:
-        raise UnknownNameError("arch", arch, ARCHS)
+    info = get_arch(arch)
+    info.check_image_size(spec.image_size)
     recipe = Recipe(
-        epochs=DEFAULT_EPOCHS[dataset] if epochs is None else epochs,
+        epochs=spec.default_epochs if epochs is None else epochs,
         batch_size=batch_size,
         lr=SCRATCH_LR if lr is None else lr,
         seed=seed,
@@ -443,9 +448,12 @@ def train_dense(
     device = _check_device(device or default_device())
     target = checkpoint_path(out_dir, dataset, arch)
     resume = resume_path_for(out_dir, dataset, arch)
+    _check_writable_dir(target.parent)
     if target.exists() and not force:
         try:
-            _, meta = load_checkpoint(target, arch, dataset, spec.num_classes)
+            meta = verify_checkpoint(target, dataset, arch)
+        except OldLayoutError:  # its message gives the whole retrain command
+            raise
         except CheckpointError as error:
             raise CheckpointError(f"{error}; pass --force to retrain") from error
         log(f"{target} exists (dense top-1 {meta.dense_top1}); pass --force to retrain")
@@ -465,7 +473,7 @@ def train_dense(
     )
     torch.manual_seed(seed)
     model = build_model(arch, spec.num_classes, spec.in_channels, spec.image_size)
-    if spec.image_size > SMALL_IMAGE_MAX and spec.in_channels == 3:
+    if info.imagenet_weights and layout_for(spec.image_size) == IMAGENET and spec.in_channels == 3:
         init = init_from_imagenet(model, arch, allow_download, log)
         if init != "scratch":
             recipe = dataclasses.replace(recipe, init=init, lr=FINETUNE_LR if lr is None else lr)

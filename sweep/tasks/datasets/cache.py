@@ -2,22 +2,22 @@
 
 Files for a base path B: `B.npy` (uint8 [N,C,H,W]), `B.labels.npy` (int64 [N], optional) and
 `B.json` (the content key), written last, so its presence means the other files are complete.
-Concurrent writers (several trials on one node) each write private temporaries and
-`os.replace` them; the results are identical, so the last one winning is harmless.
+Concurrent writers (several trials on one node) each write private temporaries through
+`sweep.atomic`; the results are identical, so the last one winning is harmless.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
+
+from sweep.atomic import atomic_path, atomic_write, atomic_write_text
 
 _PROGRESS_MIN = 1000  # show a progress bar from this many images on
 
@@ -46,22 +46,22 @@ def ensure(base: Path, decode: Callable[[], Decoded], with_labels: bool) -> str:
     needed = (image_file, label_file, key_file) if with_labels else (image_file, key_file)
     if all(path.is_file() for path in needed):
         return json.loads(key_file.read_text())["key"]
-    base.parent.mkdir(parents=True, exist_ok=True)
     decoded = decode()
     digest = hashlib.sha256(json.dumps(decoded.header, sort_keys=True).encode())
-    tmp_images = _temp(base)
-    try:
+    with atomic_path(image_file) as tmp_images:
         _decode_into(tmp_images, decoded.shape, decoded.images, digest.update, base.name)
-        if with_labels:
-            labels = np.ascontiguousarray(decoded.labels, dtype=np.int64)
-            digest.update(labels)
-            _atomic(label_file, lambda f: np.save(f, labels))
-        os.replace(tmp_images, image_file)
-    finally:
-        tmp_images.unlink(missing_ok=True)
+    if with_labels:
+        labels = np.ascontiguousarray(decoded.labels, dtype=np.int64)
+        digest.update(labels)
+        atomic_write(label_file, lambda tmp: _save_npy(tmp, labels))
     key = digest.hexdigest()
-    _atomic(key_file, lambda f: f.write(json.dumps({**decoded.header, "key": key}).encode()))
+    atomic_write_text(key_file, json.dumps({**decoded.header, "key": key}))
     return key
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a handle: np.save would append ".npy" to the temporary name
+        np.save(f, array)
 
 
 def _decode_into(
@@ -83,18 +83,3 @@ def _decode_into(
     out.flush()
     if start != shape[0]:
         raise RuntimeError(f"decoded {start} images for {name}, expected {shape[0]}")
-
-
-def _temp(base: Path) -> Path:
-    """A private name next to `base` (same file system, so os.replace is atomic)."""
-    return base.with_name(f".{base.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-
-
-def _atomic(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    tmp = _temp(target)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

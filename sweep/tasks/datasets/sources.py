@@ -1,4 +1,4 @@
-"""Where each dataset's files live, how to fetch them, and how to open a split.
+"""Where each dataset's files live and how to open a split; the facts come from the catalog.
 
 A split exposes images and labels separately so that the calibration set can be built from
 images alone. Opening a split is cheap (file listing only); decoding happens on demand.
@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -22,13 +21,14 @@ from torchvision import transforms as T
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.datasets.utils import check_integrity
 
+from sweep.catalog.datasets import DATASETS, DatasetInfo
 from sweep.errors import DataMissingError
+from sweep.tasks.datasets.download import SKIP_CHECKSUMS_ENV
 from sweep.tasks.datasets.formats import ImageFiles, fingerprint, read_cifar, read_idx
 from sweep.tasks.datasets.training import AugmentedArrays, LabeledFiles, Normalize
 
 log = logging.getLogger(__name__)
 
-SKIP_CHECKSUMS_ENV = "PRUNE_SWEEP_SKIP_CHECKSUMS"
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 _DECODE_BATCH = 64
 
@@ -124,16 +124,21 @@ class FolderSplit:
 
 @dataclass(frozen=True)
 class Source:
-    """How one dataset is found on disk, described to a user, downloaded and opened."""
+    """How one dataset is found on disk, described to a user, and opened."""
 
     locate: Callable[[Path], Path | None]  # data root -> folder holding the files, or None
     expected: Callable[[Path], str]  # data root -> where to put which files (for messages)
     open: Callable[[Path, bool], Split]  # (located folder, train?) -> split
-    download: Callable[[Path], object] | None  # fetch into the data root; None: not possible
+
+
+def _download_folder(info: DatasetInfo, root: Path) -> list[Path]:
+    """The folder `python -m sweep.data download` fills, when the dataset has a download."""
+    return [root / info.download.folder] if info.download is not None else []
 
 
 # --- Fashion-MNIST: gzip (or extracted) IDX files --------------------------------------------
 
+_FASHION = DATASETS["fashion_mnist"]
 _FASHION_STEMS = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -146,7 +151,7 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
 
 def _locate_fashion(root: Path) -> Path | None:
     stems = [s for pair in _FASHION_STEMS.values() for s in pair]
-    for folder in (root, root / "FashionMNIST" / "raw", FASHION_MNIST_DEBIAN):
+    for folder in (root, *_download_folder(_FASHION, root), FASHION_MNIST_DEBIAN):
         if all(_idx_file(folder, s) for s in stems):
             return folder
     return None
@@ -158,30 +163,31 @@ def _open_fashion(folder: Path, train: bool) -> ArraySplit:
     def read() -> tuple[np.ndarray, np.ndarray]:
         return read_idx(image_file)[:, None], read_idx(label_file).astype(np.int64)
 
-    return ArraySplit((image_file, label_file), read, pad=2)
+    return ArraySplit((image_file, label_file), read, pad=_FASHION.crop_padding)
 
 
 FASHION_MNIST = Source(
     locate=_locate_fashion,
     expected=lambda root: (
         f"put {', '.join(s + '.gz' for p in _FASHION_STEMS.values() for s in p)} in {root} "
-        f"(or {root / 'FashionMNIST' / 'raw'}), or install the Debian package "
+        f"(or {_download_folder(_FASHION, root)[0]}), or install the Debian package "
         f"dataset-fashion-mnist (files in {FASHION_MNIST_DEBIAN})"
     ),
     open=_open_fashion,
-    download=lambda root: tvd.FashionMNIST(root, train=False, download=True),
 )
 
 
 # --- CIFAR-10/100: python pickle batches, MD5-checked against torchvision's table -----------
 
 
-def _cifar_source(cls: type[tvd.CIFAR10], label_key: str) -> Source:
+def _cifar_source(info: DatasetInfo, cls: type[tvd.CIFAR10], label_key: str) -> Source:
+    """`cls` contributes torchvision's per-file MD5 table of the unpacked pickles."""
     split_files = {True: cls.train_list, False: cls.test_list}
     names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    (archive,) = info.download.archives
 
     def locate(root: Path) -> Path | None:
-        folder = root / cls.base_folder
+        (folder,) = _download_folder(info, root)
         return folder if all((folder / n).is_file() for n in names) else None
 
     def open_split(folder: Path, train: bool) -> ArraySplit:
@@ -191,16 +197,15 @@ def _cifar_source(cls: type[tvd.CIFAR10], label_key: str) -> Source:
             _check_md5(entries)
             return read_cifar([path for path, _ in entries], label_key)
 
-        return ArraySplit(tuple(path for path, _ in entries), read, pad=4)
+        return ArraySplit(tuple(path for path, _ in entries), read, pad=info.crop_padding)
 
     return Source(
         locate=locate,
         expected=lambda root: (
-            f"extract {cls.filename} ({cls.url}) into {root} so that "
-            f"{root / cls.base_folder} holds {', '.join(names)}"
+            f"extract {archive.filename} ({archive.url}) into {root} so that "
+            f"{_download_folder(info, root)[0]} holds {', '.join(names)}"
         ),
         open=open_split,
-        download=lambda root: cls(root, train=False, download=True),
     )
 
 
@@ -222,54 +227,46 @@ def _check_md5(entries: Sequence[tuple[Path, str]]) -> None:
 
 # --- Imagenette and ImageNet-100: ImageNet-style folders --------------------------------------
 
-IMAGENETTE_WNIDS = (
-    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
-    "n03394916", "n03417042", "n03425413", "n03445777", "n03888257",
-)  # fmt: skip
-IMAGENET100_WNIDS = tuple(
-    sorted(resources.files("sweep.tasks").joinpath("imagenet100_classes.txt").read_text().split())
-)
-_IMAGENETTE_LAYOUTS = ("imagenette2", "imagenette2-320")  # torchvision sizes "full", "320px"
-_SPLIT_DIRS = {True: "train", False: "val"}
 
-
-def _has_classes(folder: Path, wnids: Sequence[str], need_all: bool) -> bool:
+def _has_classes(folder: Path, info: DatasetInfo, need_all: bool) -> bool:
     check = all if need_all else any
-    return all(check((folder / s / w).is_dir() for w in wnids) for s in _SPLIT_DIRS.values())
-
-
-def _folder_source(
-    wnids: Sequence[str],
-    candidates: Callable[[Path], Sequence[Path]],
-    need_all: bool,
-    expected: Callable[[Path], str],
-    download: Callable[[Path], object] | None,
-) -> Source:
-    def locate(root: Path) -> Path | None:
-        return next((f for f in candidates(root) if _has_classes(f, wnids, need_all)), None)
-
-    return Source(
-        locate=locate,
-        expected=expected,
-        open=lambda folder, train: FolderSplit(folder / _SPLIT_DIRS[train], wnids, 224),
-        download=download,
+    return all(
+        check((folder / split / w).is_dir() for w in info.class_ids)
+        for split in ("train", info.eval_split)
     )
 
 
+def _folder_source(
+    info: DatasetInfo,
+    candidates: Callable[[Path], Sequence[Path]],
+    need_all: bool,
+    expected: Callable[[Path], str],
+) -> Source:
+    def locate(root: Path) -> Path | None:
+        return next((f for f in candidates(root) if _has_classes(f, info, need_all)), None)
+
+    def open_split(folder: Path, train: bool) -> FolderSplit:
+        directory = folder / ("train" if train else info.eval_split)
+        return FolderSplit(directory, info.class_ids, info.image_size)
+
+    return Source(locate=locate, expected=expected, open=open_split)
+
+
+_IMAGENETTE = DATASETS["imagenette"]
 IMAGENETTE = _folder_source(
-    IMAGENETTE_WNIDS,
-    candidates=lambda root: [root / name for name in _IMAGENETTE_LAYOUTS],
+    _IMAGENETTE,
+    # the full-size release, then the 320 px one (what a download fetches)
+    candidates=lambda root: [root / "imagenette2", *_download_folder(_IMAGENETTE, root)],
     need_all=True,
     expected=lambda root: (
         f"extract imagenette2-320.tgz or imagenette2.tgz (https://github.com/fastai/imagenette) "
         f"into {root} so that {root / 'imagenette2-320'}/{{train,val}}/<wnid>/*.JPEG exist "
-        f"for all 10 classes ({', '.join(IMAGENETTE_WNIDS)})"
+        f"for all 10 classes ({', '.join(_IMAGENETTE.class_ids)})"
     ),
-    download=lambda root: tvd.Imagenette(root, split="val", size="320px", download=True),
 )
 
 IMAGENET100 = _folder_source(
-    IMAGENET100_WNIDS,
+    DATASETS["imagenet100"],
     candidates=lambda root: [root / "imagenet", root],
     need_all=False,
     expected=lambda root: (
@@ -277,13 +274,12 @@ IMAGENET100 = _folder_source(
         f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (validation images sorted into class "
         f"folders) for the 100 classes listed in sweep/tasks/imagenet100_classes.txt"
     ),
-    download=None,
 )
 
 SOURCES: dict[str, Source] = {
     "fashion_mnist": FASHION_MNIST,
-    "cifar10": _cifar_source(tvd.CIFAR10, "labels"),
-    "cifar100": _cifar_source(tvd.CIFAR100, "fine_labels"),
+    "cifar10": _cifar_source(DATASETS["cifar10"], tvd.CIFAR10, "labels"),
+    "cifar100": _cifar_source(DATASETS["cifar100"], tvd.CIFAR100, "fine_labels"),
     "imagenette": IMAGENETTE,
     "imagenet100": IMAGENET100,
 }

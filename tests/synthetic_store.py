@@ -1,8 +1,9 @@
-"""Synthetic result stores in the real schema, for the analysis tests and the benchmark.
+"""Synthetic result stores in the real schema: a test fixture for the analysis and its benchmark.
 
 Why: the analysis must be tested on answers worked out by hand and measured on a million rows,
 neither of which a real sweep on this machine can provide. Every row goes through
 `ResultStore.write_many`, so a synthetic store is read by exactly the code that reads a real one.
+Rows are of trial-key schema 2: `key_schema` and `repair_variant` filled, parameters in the key.
 
 Two levels: `make_row` / `curve_rows` build hand-specified rows (tests), `SyntheticGrid` draws a
 whole seeded grid of logistic recovery curves with seed noise (benchmark, report demos).
@@ -14,15 +15,22 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
 from sweep.store import ResultStore
+from sweep.variants import variant_name
+
+KEY_SCHEMA = 2
+# A repair of a synthetic grid: a method name, or (method, its non-default parameters).
+Repair = str | tuple[str, Mapping[str, object]]
 
 NUM_CLASSES = {
     "fashion_mnist": 10,
@@ -85,6 +93,7 @@ def make_row(
     allocation: str = "erk",
     sparsity: float = 0.9,
     repair: str = "none",
+    params: Mapping[str, object] | None = None,
     seed: int = 0,
     top1: float | None = 0.5,
     num_classes: int | None = None,
@@ -93,13 +102,15 @@ def make_row(
     agreement: float | None = None,
     grid: str = "synthetic",
     order: int = 0,
-    variant: str = "",
+    calib_size: int = 1024,
 ) -> dict:
     """One complete row of the result schema; unspecified fields get plausible values.
 
-    `order` spaces finished_at (later rows win a trial-key tie); `variant` makes a distinct trial
-    key for the same grid point (e.g. other repair params), which the analysis must flag.
+    `repair` is the method and `params` its non-default parameters: together the variant.
+    `order` spaces finished_at (later rows win a trial-key tie); another `calib_size` makes a
+    distinct trial of the same point and variant, which the analysis must flag as a duplicate.
     """
+    params = dict(params or {})
     num_classes = num_classes or NUM_CLASSES.get(dataset, 10)
     dense_top1 = DENSE_TOP1.get(dataset, 0.9) if dense_top1 is None else dense_top1
     ok = status == STATUS_OK
@@ -111,13 +122,15 @@ def make_row(
         allocation=allocation,
         sparsity=sparsity,
         repair=repair,
+        params=params,
         seed=seed,
-        variant=variant,
+        calib_size=calib_size,
     )
     values = {
         "dataset": dataset,
         "arch": arch,
         "trial_key": trial_key(**config),
+        "key_schema": KEY_SCHEMA,
         "status": status,
         "error": None if ok else "RuntimeError: synthetic failure",
         "attempts": 1 if ok else 3,
@@ -128,9 +141,10 @@ def make_row(
         "sparsity": sparsity,
         "achieved_sparsity": sparsity,
         "repair": repair,
-        "repair_params": "{}",
+        "repair_params": json.dumps(params, sort_keys=True),
+        "repair_variant": variant_name(repair, params),
         "seed": seed,
-        "calib_size": 1024,
+        "calib_size": calib_size,
         "eval_size": 10000,
         "dense_top1": dense_top1,
         "top1": top1 if ok else None,
@@ -199,7 +213,7 @@ class SyntheticGrid:
     archs: tuple[str, ...] = ("resnet18", "resnet50")
     allocations: tuple[str, ...] = ("erk", "lamp")
     sparsities: tuple[float, ...] = tuple(round(0.9 + 0.005 * i, 3) for i in range(12))
-    repairs: tuple[str, ...] = ("none", "bn_recal", "layer_var", "channel_var_shrink")
+    repairs: tuple[Repair, ...] = ("none", "bn_recal", "layer_var", "channel_var_shrink")
     seeds: int = 3
     noise: float = 0.03
     error_rate: float = 0.0
@@ -212,7 +226,7 @@ class SyntheticGrid:
     def rows_count(self) -> int:
         return len(self.datasets) * len(self.archs) * self.rows_per_partition()
 
-    def midpoint(self, dataset: str, arch: str, allocation: str, repair: str) -> float:
+    def midpoint(self, dataset: str, arch: str, allocation: str, repair: Repair) -> float:
         """Sparsity where r = 0.5: repairs in grid order push it later, LAMP/ERK trade places."""
         lo, hi = self.sparsities[0], self.sparsities[-1]
         rank = self.repairs.index(repair) / max(1, len(self.repairs) - 1)
@@ -229,7 +243,8 @@ class SyntheticGrid:
         for allocation in self.allocations:
             for repair in self.repairs:
                 mid = self.midpoint(dataset, arch, allocation, repair)
-                seeds = range(1) if repair == "none" else range(self.seeds)
+                method, params = (repair, {}) if isinstance(repair, str) else repair
+                seeds = range(1) if method == "none" else range(self.seeds)
                 for sparsity in self.sparsities:
                     mean_r = 0.95 / (1.0 + math.exp((sparsity - mid) / width))
                     noise = rng.normal(0.0, self.noise, (2, len(seeds)))
@@ -244,7 +259,8 @@ class SyntheticGrid:
                             arch=arch,
                             allocation=allocation,
                             sparsity=sparsity,
-                            repair=repair,
+                            repair=method,
+                            params=params,
                             seed=seed,
                             top1=top1_for(r, num_classes, dense),
                             agreement=min(1.0, max(0.0, agreement)),
@@ -268,3 +284,55 @@ class SyntheticGrid:
                     written += len(chunk)
                     store.write_many(chunk)
         return written
+
+
+# --- stores that are not clean: what a full disk, a stray file or an old version leaves --------
+
+DAMAGE_KINDS = ("truncated", "not_parquet", "foreign_schema")
+
+
+def damage(root: Path | str, kind: str) -> Path:
+    """Add one bad `*.parquet` file of `kind` to a store's first partition; returns its path.
+
+    truncated: the first half of one of the store's own files (a write cut off by a full disk);
+    not_parquet: random bytes; foreign_schema: a valid Parquet file of someone else's columns.
+    """
+    store = ResultStore(root)
+    source = store.files()[0]
+    path = source.parent / f"{kind}.parquet"
+    if kind == "truncated":
+        data = source.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "not_parquet":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "foreign_schema":
+        pq.write_table(pa.table({"image": ["a.png"], "label": [3]}), path)
+    else:
+        raise ValueError(f"unknown damage {kind!r}; expected one of {DAMAGE_KINDS}")
+    return path
+
+
+def write_key_schema_1(root: Path | str, rows: Sequence[dict]) -> Path:
+    """A store as prune-sweep wrote it before trial-key schema 2: without the two new columns."""
+    written = ResultStore(root).write_many(rows)
+    for path in written:
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["key_schema", "repair_variant"]), path)
+    return Path(root)
+
+
+def unusable_store(parent: Path, kind: str, rows: Sequence[dict]) -> Path:
+    """A store the analysis must refuse, of one kind: missing, empty, foreign (another schema),
+    only_errors (`rows` as error rows) or key_schema_1 (`rows` in the old schema)."""
+    root = Path(parent) / kind
+    if kind in ("empty", "foreign"):
+        root.mkdir()
+    if kind == "foreign":
+        pq.write_table(pa.table({"x": [1, 2]}), root / "part.parquet")
+    elif kind == "only_errors":
+        failure = {"status": STATUS_ERROR, "error": "RuntimeError: synthetic failure", "top1": None}
+        errors = [{**row, **failure} for row in rows]
+        ResultStore(root).write_many(errors)
+    elif kind == "key_schema_1":
+        write_key_schema_1(root, rows)
+    return root

@@ -1,0 +1,29 @@
+"""Arguments shared by the analysis CLIs, and a parser whose usage errors are one line.
+
+Why: a bad --format or a missing store must read like every other bad input of the project
+(`error: …` on one line, exit 2; sweep.errors.cli_main), not like argparse's usage dump.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from analysis.definitions import DEFAULT_TAU
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """RESULTS, --tau and --repair: what every analysis CLI reads and how it selects rows."""
+    parser.add_argument("results", type=Path, help="result store directory (Parquet, hive)")
+    parser.add_argument(
+        "--tau", type=float, default=DEFAULT_TAU, help="recovery threshold on r, in (0, 1)"
+    )
+    parser.add_argument(
+        "--repair",
+        action="append",
+        default=[],
+        metavar="VARIANT",
+        help="analyse only this repair variant (repeatable; a variant is the method plus its "
+        "non-default parameters, e.g. bn_recal or 'channel_var_shrink[tau=0.5]'); "
+        "default: every variant in the store",
+    )

@@ -1,0 +1,72 @@
+"""One builder for every store row: a finished trial's and a failed trial's alike.
+
+Torch-free, so the Tune callbacks in the driver, the benchmarks and the store upgrade all build
+rows the same way. A row is the trial's identity columns (from its config), its measurements
+(absent for an error row) and the bookkeeping the driver adds (status, attempts, grid, time).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sweep.identity import KEY_SCHEMA, TrialConfig
+from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
+
+_LIST_COLUMNS = {f.name for f in FILE_SCHEMA if str(f.type).startswith("list")}
+ROW_COLUMNS = (*PARTITION_COLUMNS, *FILE_SCHEMA.names)
+_IDENTITY = {
+    "trial_key", "key_schema", "dataset", "arch", "checkpoint_sha256", "allocation", "sparsity",
+    "repair", "repair_params", "repair_variant", "seed", "calib_size",
+}  # fmt: skip
+_BOOKKEEPING = {"status", "error", "attempts", "grid", "finished_at"}
+MEASUREMENT_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in _IDENTITY | _BOOKKEEPING)
+
+
+def identity_columns(config: TrialConfig) -> dict[str, Any]:
+    """The columns that say which trial a row is: everything its key is made of."""
+    return {
+        "trial_key": config.key,
+        "key_schema": KEY_SCHEMA,
+        "dataset": config.dataset,
+        "arch": config.arch,
+        "checkpoint_sha256": config.checkpoint_sha256,
+        "allocation": config.allocation,
+        "sparsity": config.sparsity,
+        "repair": config.repair,
+        "repair_params": json.dumps(config.repair_params, sort_keys=True),
+        "repair_variant": config.repair_variant,
+        "seed": config.seed,
+        "calib_size": config.calib_size,
+    }
+
+
+def build_row(
+    config: TrialConfig,
+    measurements: dict[str, Any] | None,
+    *,
+    grid: str,
+    attempts: int,
+    error: str | None = None,
+    finished_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A complete store row. `measurements` None (with an `error`) makes the error row."""
+    if (measurements is None) == (error is None):
+        raise ValueError("a row has either measurements (ok) or an error message, not both")
+    row: dict[str, Any] = dict.fromkeys(ROW_COLUMNS)
+    row.update({name: [] for name in _LIST_COLUMNS})
+    if measurements is not None:
+        unknown = set(measurements) - set(MEASUREMENT_COLUMNS)
+        if unknown:
+            raise ValueError(f"measurements hold unknown columns {sorted(unknown)}")
+        row.update(measurements)
+    row.update(identity_columns(config))
+    row.update(
+        status=STATUS_OK if error is None else STATUS_ERROR,
+        error=error,
+        attempts=attempts,
+        grid=grid,
+        finished_at=finished_at or datetime.now(UTC),
+    )
+    return row

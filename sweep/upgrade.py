@@ -1,0 +1,146 @@
+"""`python -m sweep.upgrade STORE`: bring a store written with an older trial-key schema up to date.
+
+Key schema 1 (prune-sweep 0.1.0 before canonical identities) hashed a repair's parameters as the
+grid spelled them, kept `calib_size` in the key of `none`, and had no `key_schema` or
+`repair_variant` columns. Every such row is rebuilt here from its own columns into a canonical
+`TrialConfig`, so it gets today's key and variant name; measurements, status and times are kept.
+Two old rows that were one trial spelled two ways become two rows with one key, and readers keep
+the later one. The old files are copied to a backup folder first and removed only after the
+upgraded rows are on disk. The launcher runs this itself before resuming such a store.
+
+What a schema-1 row does not record is filled in as documented: `eval_limit` comes from the
+row's `eval_size` (an error row has none, so it is taken as the whole split), and an error row's
+missing `repair_params` as the method's defaults. Error rows are rerun by a resumed sweep anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from sweep.arguments import ArgumentParser
+from sweep.errors import cli_main
+from sweep.identity import TrialConfig
+from sweep.rows import identity_columns
+from sweep.schema import PARTITION_COLUMNS, STATUS_OK
+from sweep.store import ResultStore, StoreError
+
+BACKUP_SUFFIX = ".key-schema-1-backup"
+
+
+def _partition_values(root: Path, path: Path) -> dict[str, str]:
+    parts = dict(p.split("=", 1) for p in path.relative_to(root).parent.parts if "=" in p)
+    return {name: parts[name] for name in PARTITION_COLUMNS}
+
+
+def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 row with today's identity columns (key, canonical params, variant)."""
+    config = TrialConfig(
+        dataset=old["dataset"],
+        arch=old["arch"],
+        allocation=old["allocation"],
+        sparsity=old["sparsity"],
+        repair=old["repair"],
+        repair_params=json.loads(old["repair_params"] or "{}"),
+        seed=old["seed"],
+        calib_size=old["calib_size"],
+        eval_limit=old["eval_size"],
+        checkpoint_sha256=old["checkpoint_sha256"],
+    )
+    return {**old, **identity_columns(config)}
+
+
+def legacy_rows(store: ResultStore) -> list[dict[str, Any]]:
+    """Every row of the store's schema-1 files, upgraded (reads files, writes nothing)."""
+    rows = []
+    for path in store.legacy_files():
+        partition = _partition_values(store.root, path)
+        for old in pq.read_table(path).to_pylist():
+            rows.append(upgraded_row({**old, **partition}))
+    return rows
+
+
+def legacy_finished_keys(store: ResultStore) -> set[str]:
+    """Today's keys of the schema-1 rows that finished ok: what a resumed sweep must not redo."""
+    return {row["trial_key"] for row in legacy_rows(store) if row["status"] == STATUS_OK}
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    rows: int
+    files: int
+    backup: Path | None
+
+
+def upgrade_store(store: ResultStore) -> UpgradeReport:
+    """Rewrite the schema-1 files of `store` in today's schema, keeping a backup of them."""
+    old_files = store.legacy_files()
+    if not old_files:
+        return UpgradeReport(0, 0, None)
+    rows = legacy_rows(store)
+    backup = store.root.with_name(store.root.name + BACKUP_SUFFIX)
+    if backup.exists():
+        backup = backup.with_name(f"{backup.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    for path in old_files:
+        target = backup / path.relative_to(store.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    store.write_many(rows)
+    for path in old_files:
+        path.unlink()
+    return UpgradeReport(len(rows), len(old_files), backup)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m sweep.upgrade",
+        description=(
+            "Upgrade a result store written with trial-key schema 1 to today's keys, so a "
+            "resumed sweep recognises its finished trials and the analysis can read it. The old "
+            "files are copied to STORE" + BACKUP_SUFFIX + " first."
+        ),
+    )
+    parser.add_argument("store", type=Path, help="result store directory")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be upgraded; write nothing"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    store = ResultStore(args.store)
+    if not store.root.is_dir():
+        raise StoreError(f"result store {str(store.root)!r} does not exist")
+    legacy = store.legacy_files()
+    if not legacy:
+        print(f"{store.root}: nothing to upgrade (every file has key schema 2)")
+        return 0
+    if args.dry_run:
+        rows = legacy_rows(store)
+        keys = {row["trial_key"] for row in rows}
+        print(f"{store.root}: would upgrade {len(rows)} rows ({len(keys)} trials) in "
+              f"{len(legacy)} file(s)")  # fmt: skip
+        return 0
+    report = upgrade_store(store)
+    print(
+        f"{store.root}: upgraded {report.rows} rows in {report.files} file(s); "
+        f"the old files are in {report.backup}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(lambda: run(build_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
