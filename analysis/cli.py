@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.definitions import DEFAULT_TAU
+from analysis.definitions import DEFAULT_TAUS
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     """RESULTS, --tau and --repair: what every analysis CLI reads and how it selects rows."""
     parser.add_argument("results", type=Path, help="result store directory (Parquet, hive)")
     parser.add_argument(
-        "--tau", type=float, default=DEFAULT_TAU, help="recovery threshold on r, in (0, 1)"
+        "--tau",
+        default=",".join(f"{t:g}" for t in DEFAULT_TAUS),
+        metavar="TAUS",
+        help="recovery thresholds on r, comma-separated, each in (0, 1); boundaries and regimes "
+        "are given for each (default: %(default)s; the first is the one the regime map shows)",
     )
     parser.add_argument(
         "--repair",

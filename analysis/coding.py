@@ -1,7 +1,9 @@
 """Result rows as integer codes on the analysis grid.
 
-Why: every later step is array arithmetic over [pair, variant, allocation, seed, sparsity];
-factorising the string columns once keeps a million-row table out of pandas group-bys.
+Why: every later step is array arithmetic over [pair, variant, allocation, replicate, seed,
+sparsity]; factorising the string columns once keeps a million-row table out of pandas group-bys.
+A pair (dataset, arch) is the unit of comparison: all its rows must come from one eval split and
+one eval-set size, or no two of them measure the same thing (refused here, before any work).
 """
 
 from __future__ import annotations
@@ -51,9 +53,18 @@ class CodedRows:
     alloc: np.ndarray
     variant: np.ndarray
     spars: np.ndarray
+    replicate: np.ndarray  # index of the row's replicate among its pair's replicates
+    seed: np.ndarray  # index of the row's seed among the seeds of its (pair, replicate)
+    top1: np.ndarray  # top-1, NaN for rows that do not count
+    span: np.ndarray  # dense_top1 of the row's replicate − chance (r's denominator)
+    chance: np.ndarray
     r: np.ndarray  # normalised accuracy, NaN for rows that do not count
     valid: np.ndarray  # ok rows with a finite r
     failed: np.ndarray  # rows with status error
+    correct: np.ndarray  # packed per-image bits per row (object: bytes or None)
+    replicates: list[list[int]]  # [P] replicate ids (training seeds) of each pair, ascending
+    seeds: np.ndarray  # [P] most seeds any replicate of the pair has
+    eval_size: np.ndarray  # [P] eval images of the pair's rows (0 if unknown)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -93,6 +104,16 @@ def code_rows(frame: pd.DataFrame) -> CodedRows:
         r = np.where(span > 0, (frame["top1"].to_numpy(float) - chance) / span, np.nan)
     ok = frame["status"].eq(STATUS_OK).to_numpy(bool, na_value=False)
     valid = ok & np.isfinite(r)
+    eval_size = _check_eval_sets(frame, pair_codes, pairs, ok)
+    replicate_ids = frame["replicate"].fillna(0).to_numpy(np.int64)
+    replicate, replicates = _ranks(pair_codes, replicate_ids, len(pairs))
+    seed, _ = _ranks(
+        pair_codes * (replicate_ids.max(initial=0) + 1) + replicate_ids,
+        frame["seed"].fillna(0).to_numpy(np.int64),
+        None,
+    )
+    seeds = np.zeros(len(pairs), np.int64)
+    np.maximum.at(seeds, pair_codes[valid], seed[valid] + 1)
     return CodedRows(
         pairs=pairs,
         allocations=allocations,
@@ -102,17 +123,53 @@ def code_rows(frame: pd.DataFrame) -> CodedRows:
         alloc=alloc,
         variant=variant,
         spars=spars,
+        replicate=replicate,
+        seed=seed,
+        top1=np.where(valid, frame["top1"].to_numpy(float), np.nan),
+        span=span,
+        chance=chance,
         r=np.where(valid, r, np.nan),
         valid=valid,
         failed=~ok,
+        correct=frame["correct"].to_numpy(object),
+        replicates=replicates,
+        seeds=seeds,
+        eval_size=eval_size,
     )
 
 
-def seed_ranks(coded: CodedRows, seed: np.ndarray, families: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per valid row the seed's index within its (pair, variant) family; seeds per family."""
-    family = (coded.pair * coded.shape[1] + coded.variant)[coded.valid]
-    seed_codes, seed_values = pd.factorize(seed[coded.valid])
-    combos, inverse = np.unique(family * max(len(seed_values), 1) + seed_codes, return_inverse=True)
-    combo_family = combos // max(len(seed_values), 1)
-    rank = np.arange(len(combos)) - np.searchsorted(combo_family, combo_family, side="left")
-    return rank[inverse], np.bincount(combo_family, minlength=families)
+def _ranks(
+    group: np.ndarray, values: np.ndarray, groups: int | None
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Per row the index of its value among the distinct values of its group, ascending; and
+    (when `groups` is given) those values per group."""
+    combos, inverse = np.unique(np.stack([group, values]), axis=1, return_inverse=True)
+    first = np.searchsorted(combos[0], combos[0], side="left")
+    rank = (np.arange(combos.shape[1]) - first)[inverse.ravel()]
+    if groups is None:
+        return rank, []
+    return rank, [combos[1, combos[0] == g].tolist() for g in range(groups)]
+
+
+def _check_eval_sets(
+    frame: pd.DataFrame, pair: np.ndarray, pairs: pd.DataFrame, ok: np.ndarray
+) -> np.ndarray:
+    """Eval images per pair; refuses a pair whose ok rows mix eval splits or eval-set sizes.
+
+    A row without an eval split predates the column and was evaluated on the test split."""
+    split = frame["eval_split"].fillna("test").astype(str).to_numpy()
+    size = frame["eval_size"].to_numpy(float)
+    sizes = np.zeros(len(pairs), np.int64)
+    for p in np.unique(pair[ok]):
+        own = ok & (pair == p)
+        name = f"{pairs['dataset'][p]} / {pairs['arch'][p]}"
+        for what, values in (("eval splits", split[own]), ("eval-set sizes", size[own])):
+            present = sorted({str(v) if what == "eval splits" else f"{v:g}" for v in values})
+            if len(present) > 1:
+                raise AnalysisInputError(
+                    f"the rows of {name} mix {what} ({', '.join(present)}); rows evaluated on "
+                    "different images are never pooled or compared: analyse one per store"
+                )
+        finite = size[own][np.isfinite(size[own])]
+        sizes[p] = int(finite[0]) if len(finite) else 0
+    return sizes

@@ -1,7 +1,10 @@
 """Names and definitions shared by the analysis modules (ARCHITECTURE.md, "Regimes").
 
-chance = 1 / num_classes; r = (top1 − chance) / (dense − chance); a repair *recovers* at a
-sparsity if its mean r over seeds is ≥ τ. Regime of a grid sparsity: `intact` (none recovers),
+chance = 1 / num_classes; r = (top1 − chance) / (dense − chance), with `dense` the dense top-1 of
+the row's own replicate (each row's `dense_top1`, measured on the same eval images); a repair
+*recovers* at a sparsity if its mean r is ≥ τ, the mean taken over every (replicate, calibration
+seed) cell of the point. Several τ are analysed at once (DEFAULT_TAUS); boundaries, bands and
+regimes are given per τ. Regime of a grid sparsity: `intact` (none recovers),
 `bn_recoverable` (bn_recal does, none does not), `repair_sensitive` (only an activation-statistic
 repair, i.e. any other method, does), `collapsed` (nothing does); `unknown` when a missing repair
 could change that answer.
@@ -9,18 +12,29 @@ could change that answer.
 The unit of every table is a repair *variant* (sweep/variants.py: the method plus its non-default
 parameters), so two settings of one method are two curves, never one average; which role a
 variant plays in the regime definition goes by its method.
+
+Winners. Every comparison (LAMP − ERK per variant and sparsity; variant b − variant a per
+allocation and sparsity) is a paired difference in mean r with a hierarchical bootstrap interval
+(statistics.py). It names a winner only where that interval excludes zero (else NO_WINNER), and
+never where both arms are *at chance*: an arm is at chance when the lower end of its top-1
+interval is below chance + 2 binomial standard errors of the eval set, 2·sqrt(chance·(1 − chance)
+/ eval_size): the data cannot tell it from guessing (BOTH_AT_CHANCE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from sweep.errors import UserError
 from sweep.variants import variant_method
 
-DEFAULT_TAU = 0.5
+DEFAULT_TAUS = (0.5, 0.7, 0.9)
+CHANCE_ERRORS = 2.0  # binomial standard errors above chance that an arm must clearly exceed
+NO_WINNER, BOTH_AT_CHANCE, NOT_AVAILABLE = "no winner", "both at chance", "n/a"
 NO_REPAIR, BN_RECAL, ACTIVATION = "none", "bn_recal", "activation"
 # Display order of methods; methods not listed follow alphabetically, variants after their method.
 METHOD_ORDER = (NO_REPAIR, BN_RECAL, "layer_var", "channel_var", "channel_var_shrink")
@@ -41,11 +55,15 @@ COLUMNS = (
     "allocation",
     "sparsity",
     "repair_variant",
+    "replicate",
     "seed",
     "status",
     "num_classes",
+    "eval_split",
+    "eval_size",
     "dense_top1",
     "top1",
+    "correct",
 )
 SPARSITY_DECIMALS = 6
 PAIR = ["dataset", "arch"]
@@ -55,10 +73,40 @@ class AnalysisInputError(UserError):
     """An analysis argument or a result table that cannot be analysed."""
 
 
-def check_tau(tau: float) -> float:
-    if not 0.0 < tau < 1.0:
-        raise AnalysisInputError(f"tau {tau!r} is outside (0, 1); the default is {DEFAULT_TAU}")
-    return float(tau)
+def _default() -> str:
+    return ",".join(f"{t:g}" for t in DEFAULT_TAUS)
+
+
+def check_taus(taus: float | str | Sequence[float]) -> tuple[float, ...]:
+    """τ values in (0, 1), from a number, a list, or a comma-separated string ('0.5,0.7').
+
+    Duplicates are dropped, the order given is kept: the first τ is the one the regime map of the
+    report shows."""
+    if isinstance(taus, str):
+        parts = [part.strip() for part in taus.split(",")]
+        values = []
+        for part in parts:
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise AnalysisInputError(
+                    f"tau {part!r} is not a number; expected comma-separated values in (0, 1), "
+                    f"e.g. {_default()}"
+                ) from None
+    else:
+        values = [float(t) for t in (taus if isinstance(taus, Sequence) else [taus])]
+    if not values:
+        raise AnalysisInputError(f"no tau given; expected values in (0, 1), e.g. {_default()}")
+    for tau in values:
+        if not 0.0 < tau < 1.0:  # NaN fails this too
+            raise AnalysisInputError(f"tau {tau:g} is outside (0, 1); the default is {_default()}")
+    return tuple(dict.fromkeys(values))
+
+
+def chance_margin(chance: np.ndarray | float, eval_size: np.ndarray | float) -> np.ndarray:
+    """The top-1 an arm must clearly exceed not to be 'at chance' (module docstring)."""
+    chance = np.asarray(chance, float)
+    return chance + CHANCE_ERRORS * np.sqrt(chance * (1.0 - chance) / np.asarray(eval_size, float))
 
 
 def repair_role(variant: str) -> str:
@@ -88,16 +136,18 @@ def join_flags(*parts: object) -> str:
 
 @dataclass(frozen=True)
 class RegimeTables:
-    """The reduced results. One DataFrame per question, each with a `flags` column.
+    """The reduced results. One DataFrame per question, each with a `flags` column; every mean
+    comes with its hierarchical bootstrap interval.
 
-    curves:     (dataset, arch, allocation, repair_variant, sparsity) mean r, its interval, seeds
-    boundaries: (dataset, arch, allocation, repair_variant) the τ crossing, bracket and interval
-    regimes:    (dataset, arch, allocation, sparsity) the regime and r of every variant
-    summary:    (dataset, arch, allocation) dense top-1, chance, the repair-sensitive band
+    curves:     (dataset, arch, allocation, repair_variant, sparsity) mean r and top-1, intervals
+    boundaries: (dataset, arch, allocation, repair_variant, tau) the τ crossing, bracket, interval
+    regimes:    (dataset, arch, allocation, tau, sparsity) the regime and r of every variant
+    summary:    (dataset, arch, allocation, tau) dense top-1, chance, the repair-sensitive band
     comparison: (dataset, arch, repair_variant, sparsity) LAMP − ERK in r, interval, winner
+    repairs:    (dataset, arch, allocation, sparsity, variant_a, variant_b) b − a in r, winner
     """
 
-    tau: float
+    taus: tuple[float, ...]
     confidence: float
     resamples: int
     curves: pd.DataFrame
@@ -105,8 +155,14 @@ class RegimeTables:
     regimes: pd.DataFrame
     summary: pd.DataFrame
     comparison: pd.DataFrame
+    repairs: pd.DataFrame
 
-    TABLES = ("summary", "boundaries", "regimes", "comparison", "curves")
+    TABLES = ("summary", "boundaries", "regimes", "comparison", "repairs", "curves")
+
+    @property
+    def tau(self) -> float:
+        """The first τ: the one a single-τ view (the report's regime map) shows."""
+        return self.taus[0]
 
     def table(self, name: str) -> pd.DataFrame:
         return getattr(self, name)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from plotly.subplots import make_subplots
 
-from analysis.definitions import PAIR, REGIMES, RegimeTables
+from analysis.definitions import BOTH_AT_CHANCE, NO_WINNER, PAIR, REGIMES, RegimeTables
 from sweep.variants import variant_method
 
 REGIME_COLOURS = {
@@ -36,6 +36,14 @@ REPAIR_PALETTE = (
 )
 ALLOCATION_PALETTE = ("#1f3b73", "#c51b7d", "#4d9221", "#8c510a", "#542788")
 BOUNDARY_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star", "cross")
+CHANCE_COLOUR = "#9e9e9e"
+# Cell letters of the LAMP − ERK map, and what each means (its legend).
+WINNER_MARKS = {
+    "lamp": ("L", "L: LAMP better (interval excludes 0)"),
+    "erk": ("E", "E: ERK better (interval excludes 0)"),
+    NO_WINNER: ("=", "=: no winner (interval contains 0)"),
+    BOTH_AT_CHANCE: ("0", "0, grey: both at chance (no winner named)"),
+}
 PANEL_HEIGHT = 250
 DIGITS = 5
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
@@ -92,9 +100,15 @@ def _title(layout: dict, axis: str, text: str) -> None:
     layout.setdefault(axis, {})["title"] = {"text": text}
 
 
+def at_first_tau(frame: pd.DataFrame, tables: RegimeTables) -> pd.DataFrame:
+    """The rows of a per-τ table that belong to the first τ (the one single-τ views show)."""
+    return frame[frame["tau"] == tables.tau]
+
+
 def regime_map(tables: RegimeTables) -> Figure:
-    """Rows (dataset, arch, allocation), columns sparsity, colour = regime; boundaries on top."""
-    regimes, rows = tables.regimes, [*PAIR, "allocation"]
+    """Rows (dataset, arch, allocation), columns sparsity, colour = regime at the first τ;
+    boundaries on top."""
+    regimes, rows = at_first_tau(tables.regimes, tables), [*PAIR, "allocation"]
     codes = regimes.assign(code=regimes["regime"].map({r: i for i, r in enumerate(REGIMES)}))
     z = _pivot(codes, rows, "code")
     variants = [c[2:] for c in regimes.columns if c.startswith("r_")]
@@ -132,7 +146,8 @@ def regime_map(tables: RegimeTables) -> Figure:
             },
         }
     ]
-    bounds = tables.boundaries[tables.boundaries["boundary"].notna()]
+    bounds = at_first_tau(tables.boundaries, tables)
+    bounds = bounds[bounds["boundary"].notna()]
     for i, variant in enumerate(variants):
         own = bounds[bounds["repair_variant"] == variant]
         if own.empty:
@@ -216,7 +231,7 @@ def _line_style(variant: str, colour: str) -> dict:
     )
 
 
-def _variant_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, str]) -> list[dict]:
+def _variant_traces(part: pd.DataFrame, colour: str, axes: tuple[str, str]) -> list[dict]:
     """An interval band (one closed polygon) and the mean line of one variant in one panel."""
     variant = part["repair_variant"].iloc[0]
     x = _round(part["sparsity"])
@@ -224,7 +239,7 @@ def _variant_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, s
     band = {
         "type": "scatter",
         "x": x + x[::-1],
-        "y": to_top1(part["r_hi"]) + to_top1(part["r_lo"])[::-1],
+        "y": _round(100 * part["top1_hi"]) + _round(100 * part["top1_lo"])[::-1],
         "fill": "toself",
         "fillcolor": colour,
         "opacity": 0.2,
@@ -234,35 +249,43 @@ def _variant_traces(part: pd.DataFrame, to_top1, colour: str, axes: tuple[str, s
         "name": f"{variant} interval",
     }
     custom = np.column_stack(
-        [_round(part["r"]), _round(part["r_lo"]), _round(part["r_hi"]), part["seeds"]]
+        [
+            *(_round(part[c]) for c in ("r", "r_lo", "r_hi")),
+            *(_round(100 * part[c]) for c in ("top1_lo", "top1_hi")),
+            part["replicates"],
+            part["seeds"],
+        ]
     )
     line = {
         "type": "scatter",
         "x": x,
-        "y": to_top1(part["r"]),
+        "y": _round(100 * part["top1"]),
         "mode": "lines+markers",
         "name": variant,
         "line": _line_style(variant, colour),
         "marker": {"size": 4},
         "customdata": custom.tolist(),
-        "hovertemplate": f"{variant}<br>sparsity %{{x}}<br>top-1 %{{y:.2f}} %"
+        "hovertemplate": f"{variant}<br>sparsity %{{x}}<br>top-1 %{{y:.2f}} % "
+        "[%{customdata[3]}, %{customdata[4]}]"
         "<br>r %{customdata[0]} [%{customdata[1]}, %{customdata[2]}]"
-        "<br>seeds %{customdata[3]}<extra></extra>",
+        "<br>replicates %{customdata[5]}, seeds %{customdata[6]}<extra></extra>",
     }
     return [band | ref, line | ref]
 
 
 def accuracy_panels(tables: RegimeTables) -> Figure:
     """Top-1 against sparsity per repair variant with interval bands; one row per (dataset, arch),
-    one column per allocation (ERK and LAMP side by side); regimes shaded, τ as a dashed line."""
-    summary = tables.summary
+    one column per allocation (ERK and LAMP side by side); regimes at the first τ shaded, that τ
+    as a dashed line (at the mean dense top-1 of the replicates)."""
+    summary = at_first_tau(tables.summary, tables)
     pairs = list(summary[PAIR].drop_duplicates().itertuples(index=False, name=None))
     allocations = list(dict.fromkeys(summary["allocation"]))
     palette = colours(tables.curves["repair_variant"], REPAIR_PALETTE)
     keys = [*PAIR, "allocation"]
     # Curves come ordered by (pair, allocation, variant in display order, sparsity).
     by_key = dict(iter(tables.curves.groupby(keys, sort=False)))
-    regimes = dict(iter(tables.regimes.sort_values("sparsity").groupby(keys, sort=False)))
+    regimes = at_first_tau(tables.regimes, tables).sort_values("sparsity")
+    regimes = dict(iter(regimes.groupby(keys, sort=False)))
     info = summary.set_index(keys)[["dense_top1", "chance"]].to_dict("index")
     layout = _subplots(
         len(pairs),
@@ -277,12 +300,8 @@ def accuracy_panels(tables: RegimeTables) -> Figure:
             continue
         axes = _axes(k)
         dense, chance = info[key]["dense_top1"], info[key]["chance"]
-
-        def to_top1(r: pd.Series, dense: float = dense, chance: float = chance) -> list:
-            return _round(100 * (chance + r * (dense - chance)))
-
         for variant, part in by_key[key].groupby("repair_variant", sort=False):
-            traces = _variant_traces(part, to_top1, palette[variant], axes)
+            traces = _variant_traces(part, palette[variant], axes)
             traces[1]["showlegend"] = variant not in in_legend
             in_legend.add(variant)
             data += traces
@@ -316,50 +335,145 @@ def accuracy_panels(tables: RegimeTables) -> Figure:
 
 
 def difference_map(tables: RegimeTables) -> Figure:
-    """LAMP − ERK in r per (dataset, arch, variant) and sparsity; letters name the winner."""
+    """LAMP − ERK in r per (dataset, arch, variant) and sparsity. Letters name the verdict
+    (WINNER_MARKS); cells where both arms are at chance are grey, never coloured by a difference
+    that is noise."""
     comparison, rows = tables.comparison, [*PAIR, "repair_variant"]
-    z = _pivot(comparison, rows, "diff")
-    letter = comparison["winner"].map({"lamp": "L", "erk": "E", "tie": "="}).fillna("")
+    chance = comparison["winner"] == BOTH_AT_CHANCE
+    z = _pivot(comparison.assign(diff=comparison["diff"].where(~chance)), rows, "diff")
+    letters = {name: mark for name, (mark, _) in WINNER_MARKS.items()}
     hover = [
         f"LAMP − ERK = {_num(rec['diff'])} [{_num(rec['diff_lo'])}, {_num(rec['diff_hi'])}]"
         f"<br>r erk {_num(rec['r_erk'])}, r lamp {_num(rec['r_lamp'])}"
-        f"<br>winner: {rec['winner']}" + _flags(rec["flags"])
+        f"<br>winner: {rec['winner']}; replicates agreeing: "
+        f"{_num(rec['replicate_agreement'], '.0%')} of {rec['replicates']}" + _flags(rec["flags"])
         for rec in comparison.to_dict("records")
     ]
-    cells = comparison.assign(letter=letter, hover=hover)
+    cells = comparison.assign(
+        letter=comparison["winner"].map(letters).fillna(""),
+        hover=hover,
+        grey=np.where(chance, 1.0, np.nan),
+    )
+
+    def shaped(column: str) -> pd.DataFrame:
+        return _pivot(cells, rows, column).reindex(index=z.index, columns=z.columns)
 
     def grid(column: str) -> list:
-        shaped = _pivot(cells, rows, column).reindex(index=z.index, columns=z.columns)
-        return shaped.fillna("").to_numpy().tolist()
+        return shaped(column).fillna("").to_numpy().tolist()
 
     values = z.to_numpy(float)
     bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
-    heatmap = {
-        "type": "heatmap",
-        "z": [_round(row) for row in values],
+    common = {
         "x": list(z.columns),
         "y": [_label(*key) for key in z.index],
         "text": grid("letter"),
         "texttemplate": "%{text}",
         "customdata": grid("hover"),
         "hovertemplate": "%{y}<br>sparsity %{x}<br>%{customdata}<extra></extra>",
+        "xgap": 1,
+        "ygap": 1,
+    }
+    heatmap = common | {
+        "type": "heatmap",
+        "z": [_round(row) for row in values],
         # plotly.js's RdBu runs blue (low) to red (high): reversed, LAMP better (> 0) is blue.
         "colorscale": "RdBu",
         "reversescale": True,
         "zmid": 0,
         "zmin": -bound,
         "zmax": bound,
-        "xgap": 1,
-        "ygap": 1,
         "colorbar": {"title": {"text": "LAMP − ERK (r)"}},
     }
+    at_chance = common | {
+        "type": "heatmap",
+        "z": [_round(row) for row in shaped("grey").to_numpy(float)],
+        "colorscale": [[0, CHANCE_COLOUR], [1, CHANCE_COLOUR]],
+        "showscale": False,
+        "name": "both at chance",
+    }
+    legend = [
+        {
+            "type": "scatter",
+            "x": [None],
+            "y": [None],
+            "mode": "markers",
+            "name": text,
+            "marker": {"symbol": "square", "size": 12, "color": colour},
+            "hoverinfo": "skip",
+        }
+        for (_, text), colour in zip(
+            WINNER_MARKS.values(), ("#2166ac", "#b2182b", "#f7f7f7", CHANCE_COLOUR), strict=True
+        )
+    ]
+    height = max(320, 24 * len(z) + 180)
     layout = {
-        "height": max(320, 24 * len(z) + 140),
+        "height": height,
         "xaxis": {"title": {"text": "global sparsity"}, "automargin": True},
         "yaxis": {"autorange": "reversed", "type": "category", "automargin": True},
-        "margin": MARGIN,
+        "legend": {"orientation": "h", "y": 1 + 10 / height, "yanchor": "bottom"},
+        "margin": MARGIN | {"t": 60},
     }
-    return {"data": [heatmap], "layout": layout}
+    return {"data": [heatmap, at_chance, *legend], "layout": layout}
+
+
+def boundary_against_tau(tables: RegimeTables) -> Figure:
+    """Boundary (with its interval) against τ; one panel per (dataset, arch, allocation), one
+    line per repair variant. A curve that does not cross a τ inside the grid has no point there.
+    """
+    bounds, keys = tables.boundaries, [*PAIR, "allocation"]
+    panels = list(bounds[keys].drop_duplicates().itertuples(index=False, name=None))
+    cols = min(2, len(panels)) or 1
+    rows = math.ceil(len(panels) / cols) or 1
+    layout = _subplots(
+        rows,
+        cols,
+        [_label(*panel) for panel in panels],
+        vertical_spacing=min(0.08, 0.35 / rows),
+        horizontal_spacing=0.08,
+    )
+    palette = colours(bounds["repair_variant"], REPAIR_PALETTE)
+    data, in_legend = [], set()
+    for k, (_, own) in enumerate(bounds.groupby(keys, sort=False), start=1):
+        xaxis, yaxis = _axes(k)
+        for variant, part in own.groupby("repair_variant", sort=False):
+            data.append(
+                {
+                    "type": "scatter",
+                    "xaxis": xaxis,
+                    "yaxis": yaxis,
+                    "x": _round(part["tau"]),
+                    "y": _round(part["boundary"]),
+                    "mode": "lines+markers",
+                    "name": variant,
+                    "legendgroup": variant,
+                    "showlegend": variant not in in_legend,
+                    "line": _line_style(variant, palette[variant]),
+                    "error_y": {
+                        "type": "data",
+                        "symmetric": False,
+                        "array": _round(part["ci_hi"] - part["boundary"]),
+                        "arrayminus": _round(part["boundary"] - part["ci_lo"]),
+                        "thickness": 1,
+                    },
+                    "customdata": [
+                        f"{rec['status']}; interval {_num(rec['ci_lo'], '.4f')} to "
+                        f"{_num(rec['ci_hi'], '.4f')}" + _flags(rec["flags"])
+                        for rec in part.to_dict("records")
+                    ],
+                    "hovertemplate": f"{variant}<br>tau %{{x}}: boundary %{{y:.4f}}"
+                    "<br>%{customdata}<extra></extra>",
+                }
+            )
+            in_legend.add(variant)
+        _title(layout, _axis("x", k), "tau")
+        _title(layout, _axis("y", k), "boundary sparsity")
+    height = PANEL_HEIGHT * rows + 140
+    layout |= {
+        "height": height,
+        "margin": MARGIN | {"t": 80},
+        "legend": {"orientation": "h", "y": 1 + 40 / height, "yanchor": "bottom"},
+    }
+    return {"data": data, "layout": layout}
 
 
 def density_profiles(profiles: pd.DataFrame, sparsity: float) -> Figure:

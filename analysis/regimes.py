@@ -4,8 +4,8 @@
 `python -m analysis.regimes RESULTS` the CLI, whose `--format markdown` writes the results
 document of a store (markdown.py). Definitions: analysis/definitions.py.
 Pipeline: loading.py (store -> rows) -> coding.py (rows -> integer codes) -> statistics.py
-(means, bootstrap over seeds, boundary intervals) -> tables.py (flagged tables) -> render.py
-(table / csv / json) or markdown.py.
+(means, hierarchical bootstrap over replicates, seeds and images: bootstrap.py) -> tables.py
+(flagged tables) -> render.py (table / csv / json) or markdown.py.
 """
 
 from __future__ import annotations
@@ -21,16 +21,11 @@ import pandas as pd
 from analysis.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from analysis.cli import add_store_arguments
 from analysis.coding import code_rows
-from analysis.definitions import (
-    DEFAULT_TAU,
-    AnalysisInputError,
-    RegimeTables,
-    check_tau,
-)
+from analysis.definitions import DEFAULT_TAUS, AnalysisInputError, RegimeTables, check_taus
 from analysis.loading import load_results
-from analysis.markdown import MARKDOWN_COLUMNS, keep_notes, markdown_document
+from analysis.markdown import MARKDOWN_COLUMNS, markdown_document
 from analysis.render import FORMATS, render
-from analysis.statistics import seed_statistics
+from analysis.statistics import statistics
 from analysis.tables import TableBuilder
 from sweep.arguments import ArgumentParser
 from sweep.atomic import atomic_write
@@ -42,22 +37,23 @@ MARKDOWN = "markdown"
 
 def regime_table(
     frame: pd.DataFrame,
-    tau: float = DEFAULT_TAU,
+    tau: float | str | Sequence[float] = DEFAULT_TAUS,
     *,
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
 ) -> RegimeTables:
-    """Reduce a result frame (read_results with at least COLUMNS) to the regime tables."""
-    tau = check_tau(tau)
+    """Reduce a result frame (read_results with at least COLUMNS) to the regime tables, with
+    boundaries, regimes and bands for every τ in `tau` (one value, a list, or '0.5,0.7')."""
+    taus = check_taus(tau)
     if frame.empty:
         raise AnalysisInputError("the result table has no rows")
     coded = code_rows(frame)
-    stats = seed_statistics(coded, frame["seed"].to_numpy(), tau, resamples, confidence, seed)
-    build = TableBuilder(frame, coded, stats, tau)
+    stats = statistics(coded, taus, resamples, confidence, seed)
+    build = TableBuilder(coded, stats, taus)
     regimes = build.regimes()
     return RegimeTables(
-        tau=tau,
+        taus=taus,
         confidence=confidence,
         resamples=resamples,
         curves=build.curves(),
@@ -65,6 +61,7 @@ def regime_table(
         regimes=regimes,
         summary=build.summary(regimes),
         comparison=build.comparison(),
+        repairs=build.repairs(),
     )
 
 
@@ -73,14 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m analysis.regimes",
         description=(
             "Reduce a prune-sweep result store to regime boundaries. Normalised accuracy "
-            "r = (top1 - chance) / (dense_top1 - chance); a repair variant recovers at a sparsity "
-            "when its mean r over seeds is >= tau. Prints, per (dataset, arch, allocation), where "
-            "each repair variant's r crosses tau (interpolated, with the bracketing grid points "
-            "and a bootstrap interval over seeds), the regime of every grid sparsity (intact, "
-            "bn_recoverable, repair_sensitive, collapsed, or unknown when a repair is missing), "
-            "the width of the repair-sensitive band, and LAMP - ERK per sparsity. Anything "
-            "excluded or missing is named in a flags column; damaged files in the store are "
-            "skipped and named on stderr."
+            "r = (top1 - chance) / (dense_top1 - chance), with the dense top-1 of the row's own "
+            "replicate; a repair variant recovers at a sparsity when its mean r over replicates "
+            "and calibration seeds is >= tau. Prints, per (dataset, arch, allocation) and tau, "
+            "where each repair variant's r crosses tau (interpolated, with the bracketing grid "
+            "points and a hierarchical bootstrap interval over replicates, seeds and eval "
+            "images), the regime of every grid sparsity (intact, bn_recoverable, "
+            "repair_sensitive, collapsed, or unknown when a repair is missing), the "
+            "repair-sensitive band, LAMP - ERK per sparsity and every pair of repair variants "
+            "(a winner only where the paired interval excludes 0 and not both arms are at "
+            "chance). Anything excluded or missing is named in a flags column; damaged files in "
+            "the store are skipped and named on stderr."
         ),
     )
     add_store_arguments(parser)
@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--table",
         choices=RegimeTables.TABLES,
         help="print only this table (not with markdown): summary (band per dataset/arch/"
-        "allocation), boundaries, regimes (one row per grid sparsity), comparison (LAMP - ERK), "
-        "curves (mean r per point)",
+        "allocation/tau), boundaries, regimes (one row per tau and grid sparsity), comparison "
+        "(LAMP - ERK), repairs (variant b - variant a), curves (mean r and top-1 per point)",
     )
     parser.add_argument(
         "--out",
@@ -112,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 def regenerate_command(args: argparse.Namespace) -> str:
     """The command line that writes the same document again (recorded in the document)."""
     parts = ["python", "-m", "analysis.regimes", str(args.results), "--format", args.format]
-    if args.tau != DEFAULT_TAU:
-        parts += ["--tau", f"{args.tau:g}"]
+    taus = check_taus(args.tau)
+    if taus != DEFAULT_TAUS:
+        parts += ["--tau", ",".join(f"{t:g}" for t in taus)]
     for variant in args.repair:
         parts += ["--repair", variant]
     if args.out is not None:
@@ -122,16 +123,14 @@ def regenerate_command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    tau = check_tau(args.tau)
+    taus = check_taus(args.tau)
     if args.format == MARKDOWN and args.table:
         raise AnalysisInputError("--table selects one table of table/csv/json; markdown has all")
     extra = MARKDOWN_COLUMNS if args.format == MARKDOWN else ()
     results = load_results(args.results, extra, args.repair)
-    tables = regime_table(results.frame, tau)
+    tables = regime_table(results.frame, taus)
     if args.format == MARKDOWN:
         text = markdown_document(results, tables, regenerate_command(args))
-        if args.out is not None:
-            text = keep_notes(text, args.out)
     else:
         text = render(tables, args.format, args.table)
     if args.out is None:

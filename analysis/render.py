@@ -11,11 +11,18 @@ import json
 
 import pandas as pd
 
-from analysis.definitions import PAIR, REGIMES, RegimeTables
+from analysis.definitions import (
+    BOTH_AT_CHANCE,
+    NO_WINNER,
+    NOT_AVAILABLE,
+    PAIR,
+    REGIMES,
+    RegimeTables,
+)
 
 FORMATS = ("table", "csv", "json")
 REGIME_LETTERS = {regime: regime[0].upper() for regime in REGIMES} | {"unknown": "?"}
-WINNER_LETTERS = {"lamp": "L", "erk": "E", "tie": "=", "n/a": "."}
+WINNER_LETTERS = {"lamp": "L", "erk": "E", NO_WINNER: "=", BOTH_AT_CHANCE: "0", NOT_AVAILABLE: "."}
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -27,7 +34,11 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def to_json(tables: RegimeTables, names: tuple[str, ...]) -> str:
-    document = {"tau": tables.tau, "confidence": tables.confidence, "resamples": tables.resamples}
+    document = {
+        "taus": list(tables.taus),
+        "confidence": tables.confidence,
+        "resamples": tables.resamples,
+    }
     document |= {name: _records(tables.table(name)) for name in names}
     return json.dumps(document, indent=1) + "\n"
 
@@ -55,13 +66,14 @@ def to_text(tables: RegimeTables) -> str:
     winners = ", ".join(f"{letter} {name}" for name, letter in WINNER_LETTERS.items())
     with pd.option_context(*(item for pair in pd_options.items() for item in pair)):
         parts = [
-            f"tau = {tables.tau:g}; intervals: {tables.confidence:.0%} bootstrap over seeds, "
-            f"{tables.resamples} resamples\n",
+            f"tau = {', '.join(f'{t:g}' for t in tables.taus)}; intervals: "
+            f"{tables.confidence:.0%} hierarchical bootstrap over replicates, calibration seeds "
+            f"and eval images, {tables.resamples} resamples\n",
             "\n== Summary: repair-sensitive band per (dataset, arch, allocation) ==\n",
             tables.summary.to_string(index=False, float_format="{:.4g}".format) + "\n",
             f"\n== Regime map ({legend}) ==\n",
-            _letter_map(tables.regimes, [*PAIR, "allocation"], "regime", REGIME_LETTERS),
-            "\n== Boundaries: where mean r crosses tau ==\n",
+            _letter_map(tables.regimes, [*PAIR, "allocation", "tau"], "regime", REGIME_LETTERS),
+            "\n== Boundaries: where mean r crosses each tau ==\n",
             tables.boundaries.to_string(index=False, float_format="{:.4g}".format) + "\n",
             f"\n== LAMP - ERK winner per sparsity ({winners}) ==\n",
             _letter_map(tables.comparison, [*PAIR, "repair_variant"], "winner", WINNER_LETTERS),

@@ -24,14 +24,16 @@ from analysis import figures
 from analysis.cli import add_store_arguments
 from analysis.definitions import (
     ALLOCATION_ORDER,
-    DEFAULT_TAU,
+    CHANCE_ERRORS,
+    DEFAULT_TAUS,
     PAIR,
     AnalysisInputError,
     RegimeTables,
-    check_tau,
+    check_taus,
 )
 from analysis.layers import density_profiles
 from analysis.loading import Results, load_results
+from analysis.markdown import interval_text
 from analysis.regimes import regime_table
 from sweep.arguments import ArgumentParser
 from sweep.atomic import atomic_write
@@ -51,6 +53,8 @@ EXTRA_COLUMNS = (
 )
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 POINT = [*PAIR, "allocation", "repair_variant", "sparsity"]
+REPAIR_VERDICT = ("allocation", "sparsity", "variant_a", "variant_b", "diff", "diff_lo", "diff_hi")
+REPAIR_VERDICT += ("winner", "replicate_agreement")
 
 
 def default_output(results: Path | str) -> Path:
@@ -130,18 +134,17 @@ def provenance(
         ("repair variants", ", ".join(dict.fromkeys(tables.curves["repair_variant"]))),
         ("sparsities", ", ".join(f"{s:g}" for s in grid)),
         ("seeds per point (max)", str(int(tables.curves["seeds"].max()))),
+        ("replicates per point (max)", str(int(tables.curves["replicates"].max()))),
         ("dense checkpoints", str(frame["checkpoint_sha256"].nunique())),
+        ("eval split", _values(frame, "eval_split")),
         (
             "trials finished",
             f"{finished.min():%Y-%m-%d %H:%M} to {finished.max():%Y-%m-%d %H:%M} UTC"
             if len(finished)
             else "n/a",
         ),
-        ("tau", f"{tables.tau:g}"),
-        (
-            "intervals",
-            f"{tables.confidence:.0%} bootstrap over seeds, {tables.resamples} resamples",
-        ),
+        ("tau", ", ".join(f"{t:g}" for t in tables.taus)),
+        ("intervals", interval_text(tables)),
         ("density profile sparsity", f"{density_sparsity:g}"),
         ("torch (trials)", _values(frame, "torch_version")),
         ("torchvision (trials)", _values(frame, "torchvision_version")),
@@ -205,6 +208,11 @@ def build_sections(
     results: Results, tables: RegimeTables, density_sparsity: float
 ) -> list[tuple[str, str, str, str]]:
     tau = f"{tables.tau:g}"
+    chance_rule = (
+        "both arms at chance: the lower end of each arm's top-1 interval is below chance + "
+        f"{CHANCE_ERRORS:g} binomial standard errors of the eval set, sqrt(chance (1 - chance) / "
+        "eval images)"
+    )
     profiles = density_profiles(results.scan, density_sparsity)
     order = {name: i for i, name in enumerate(ALLOCATION_ORDER)}
     profiles = profiles.sort_values(
@@ -218,22 +226,25 @@ def build_sections(
             f"tau = {tau}: intact (no repair needed), bn_recoverable (BN recalibration recovers), "
             "repair_sensitive (only an activation-statistic repair recovers), collapsed (nothing "
             "does), unknown (a missing repair could change it). Markers: where each repair's mean "
-            "r crosses tau, with the bootstrap interval. Hover for the numbers.",
+            "r crosses tau, with the bootstrap interval. Other taus: the summary table and the "
+            "boundary against tau panel. Hover for the numbers.",
             _figure_html(figures.regime_map(tables), "regime-map-plot"),
         ),
         (
             "summary",
             "Repair-sensitive band",
-            "Per (dataset, arch, allocation): boundaries in sparsity, the band from where BN "
-            "recalibration fails to where the best activation-statistic repair fails, and flags.",
+            "Per (dataset, arch, allocation, tau): boundaries in sparsity, the band from where BN "
+            "recalibration fails to where the best activation-statistic repair fails with the "
+            "bootstrap interval of each end and of its width, and flags.",
             _table_html(tables.summary),
         ),
         (
             "accuracy",
             "Accuracy against sparsity",
-            "Mean top-1 over seeds per repair variant with its bootstrap interval (dotted: a "
-            "method's non-default variant); background = regime; dashed line = the top-1 at "
-            f"which r = tau ({tau}).",
+            "Mean top-1 over replicates and calibration seeds per repair variant with its "
+            "hierarchical bootstrap interval (dotted: a method's non-default variant); "
+            f"background = regime at tau = {tau}; dashed line = the top-1 at which r = {tau} "
+            "(at the replicates' mean dense top-1).",
             _figure_html(figures.accuracy_panels(tables), "accuracy-plot"),
         ),
     ]
@@ -242,9 +253,36 @@ def build_sections(
             (
                 "lamp-erk",
                 "LAMP − ERK",
-                "Difference in mean r (paired bootstrap over seeds). Blue: LAMP better, red: ERK "
-                "better; letters: L / E win, = the interval contains 0.",
+                "Difference in mean r, paired: the same replicates, calibration draws and eval "
+                "images resampled for both arms. Blue: LAMP better, red: ERK better. A winner "
+                "(L / E) is named only where the interval excludes 0; = no winner (the "
+                f"interval contains 0); grey 0: {chance_rule}. Hover for the interval and the "
+                "fraction of replicates whose own difference has the same sign.",
                 _figure_html(figures.difference_map(tables), "lamp-erk-plot"),
+            )
+        )
+    sections.append(
+        (
+            "tau",
+            "Boundary against tau",
+            "Where each repair variant's mean r first falls below tau, for every tau analysed, "
+            "with its bootstrap interval; one panel per (dataset, arch, allocation).",
+            _figure_html(figures.boundary_against_tau(tables), "tau-plot"),
+        )
+    )
+    # The full table (with r of each arm and flags) is in the regime CLI's output; here the
+    # verdicts only, which keeps a large sweep's page within its size budget.
+    repairs = tables.repairs[[*PAIR, *REPAIR_VERDICT]]
+    if not repairs.empty:
+        sections.append(
+            (
+                "repairs",
+                "Repair against repair",
+                "variant_b - variant_a in mean r per (dataset, arch, allocation, sparsity), "
+                f"paired like LAMP - ERK; a winner only outside the noise ({chance_rule}: "
+                "no winner either).",
+                f"<details><summary>{len(repairs)} comparisons</summary>"
+                f"{_table_html(repairs)}</details>",
             )
         )
     if not profiles.empty:
@@ -273,8 +311,8 @@ def build_sections(
         (
             "boundaries",
             "Boundaries",
-            "Where each repair variant's mean r crosses tau, with the bracketing grid points, the "
-            "bootstrap interval and flags.",
+            "Where each repair variant's mean r crosses each tau, with the bracketing grid points, "
+            "the bootstrap interval and flags.",
             f"<details><summary>{len(boundaries)} boundaries</summary>"
             f"{_table_html(boundaries)}</details>",
         )
@@ -290,18 +328,18 @@ def build_sections(
 def write_report(
     results_path: Path | str,
     out_path: Path | str | None = None,
-    tau: float = DEFAULT_TAU,
+    tau: float | str | Sequence[float] = DEFAULT_TAUS,
     density_sparsity: float | None = None,
     repairs: Sequence[str] = (),
 ) -> Path:
-    """Read the store (only the `repairs` variants if given), analyse it and write the HTML
-    report; returns the report's path."""
+    """Read the store (only the `repairs` variants if given), analyse it for every τ in `tau`
+    and write the HTML report; returns the report's path."""
     root = Path(results_path)
     out = Path(out_path) if out_path is not None else default_output(root)
-    tau = check_tau(tau)
+    taus = check_taus(tau)
     _check_output(root, out)
     results = load_results(root, EXTRA_COLUMNS, repairs)
-    tables = regime_table(results.frame, tau)
+    tables = regime_table(results.frame, taus)
     sparsity = choose_density_sparsity(tables.curves["sparsity"], density_sparsity)
     page = render_page(build_sections(results, tables, sparsity))
     return atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
@@ -313,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Write one self-contained HTML report (plotly.js inlined, opens offline) of a "
             "prune-sweep result store: regime map, accuracy against sparsity per repair variant "
-            "with bootstrap bands and regime shading, LAMP - ERK map, per-layer density "
+            "with hierarchical bootstrap bands and regime shading, LAMP - ERK map (winners only "
+            "outside the noise), boundary against tau, repair against repair, per-layer density "
             "profiles, agreement against top-1, and provenance (damaged files in the store are "
             "skipped, named on stderr and listed there)."
         ),

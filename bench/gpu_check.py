@@ -18,10 +18,11 @@ import yaml
 
 TRAIN = 5000
 TEST = int(os.environ.get("GPU_CHECK_TEST_IMAGES", 4096))  # fewer for a CPU try-out
+PAIR = ("cifar10", "resnet18")
 
 
 def prepare(work: Path) -> None:
-    from sweep.tasks import models
+    from sweep.tasks import data, models
     from sweep.tasks.datasets.synthetic import write_cifar10
 
     rng = np.random.default_rng(0)
@@ -30,10 +31,11 @@ def prepare(work: Path) -> None:
     write_cifar10(work / "data", images[:TRAIN], labels[:TRAIN], images[TRAIN:], labels[TRAIN:])
     torch.manual_seed(0)
     model = models.build_model("resnet18", num_classes=10, in_channels=3, image_size=32)
-    meta = models.CheckpointMeta("resnet18", "cifar10", 10, 3, 32, recipe={"random": True})
-    models.save_checkpoint(
-        model, models.checkpoint_path(work / "checkpoints", "cifar10", "resnet18"), meta
+    held_out = data.validation_split("cifar10", work / "data").record()
+    meta = models.CheckpointMeta(
+        "resnet18", "cifar10", 10, 3, 32, recipe={"random": True}, seed=0, held_out=held_out
     )
+    models.save_checkpoint(model, models.checkpoint_path(work / "checkpoints", *PAIR, 0), meta)
     grid = {
         "name": "gpu_check",
         "datasets": ["cifar10"],
@@ -56,8 +58,8 @@ def loop(work: Path) -> None:
     from sweep.trial import TrialContext, run_in_process
 
     grid = load_grid(str(work / "grid.yaml"))
-    path = models.checkpoint_path(work / "checkpoints", "cifar10", "resnet18")
-    trials = expand(grid, {("cifar10", "resnet18"): models.read_meta(path).sha256})
+    path = models.checkpoint_path(work / "checkpoints", *PAIR, 0)
+    trials = expand(grid, {(*PAIR, 0): models.read_meta(path).sha256})
     context = TrialContext(work / "checkpoints", work / "data", work / "cache", grid.name)
     run_in_process(trials, context, ResultStore(work / "results"))
 
@@ -89,7 +91,7 @@ def report(work: Path) -> None:
 
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     model, _ = models.load_checkpoint(
-        models.checkpoint_path(work / "checkpoints", "cifar10", "resnet18"), arch="resnet18"
+        models.checkpoint_path(work / "checkpoints", *PAIR, 0), arch="resnet18"
     )
     eval_set = data.eval_set("cifar10", work / "data", work / "cache")
     tensors = [

@@ -15,7 +15,8 @@ are shared: decoding is a one-off preparation step, not what is compared):
              marginal cost of each step is printed to judge linearity.
 
 Run: `.venv/bin/python bench/sweep_overhead.py [--checkpoints checkpoints]` (needs the demo
-checkpoint: `make demo` or `python -m sweep.pretrain --dataset fashion_mnist --arch resnet20`).
+checkpoint of replicate 0: `make demo` or `python -m sweep.pretrain --dataset fashion_mnist
+--arch resnet20`).
 The last line is JSON: {"sweep_over_loop", "naive_over_sweep", "seconds_by_fraction"}.
 """
 
@@ -73,8 +74,8 @@ def run_loop(grid_path: Path, checkpoints: Path, cache: Path, out: Path) -> None
     from sweep.trial import TrialContext, run_in_process
 
     grid = load_grid(str(grid_path))
-    digest = models.read_meta(models.checkpoint_path(checkpoints, "fashion_mnist", "resnet20"))
-    trials = expand(grid, {("fashion_mnist", "resnet20"): digest.sha256})
+    digest = models.read_meta(models.checkpoint_path(checkpoints, "fashion_mnist", "resnet20", 0))
+    trials = expand(grid, {("fashion_mnist", "resnet20", 0): digest.sha256})
     context = TrialContext(checkpoints.resolve(), None, cache, grid.name)
     store = ResultStore(out)
     run_in_process(trials, context, store)
@@ -135,8 +136,9 @@ def main() -> None:
     )  # fmt: skip
     print(f"plain loop, whole slice:   {loop:7.1f} s")
 
-    digest = models.read_meta(models.checkpoint_path(args.checkpoints, "fashion_mnist", "resnet20"))
-    whole = expand(load_grid(str(grids["1"])), {("fashion_mnist", "resnet20"): digest.sha256})
+    path = models.checkpoint_path(args.checkpoints, "fashion_mnist", "resnet20", 0)
+    digest = models.read_meta(path)
+    whole = expand(load_grid(str(grids["1"])), {("fashion_mnist", "resnet20", 0): digest.sha256})
 
     def naive_trial(i: int) -> float:
         trial = json.dumps(whole[i].to_dict())

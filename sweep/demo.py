@@ -31,38 +31,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from analysis.report import write_report
+    from sweep.grid import checkpoints_needed
     from sweep.launch import run_grid
-    from sweep.tasks import data, models, train
+    from sweep.tasks import data
 
     for dataset in DEMO.datasets:
         if data.find_data(dataset, args.data_root) is None:
             raise DataMissingError(data.missing_data_message(dataset, args.data_root))
-    for dataset, arch in DEMO.pairs:
-        path = models.checkpoint_path(args.checkpoints, dataset, arch)
-        if path.exists() and _outdated(path, dataset, arch):
-            aside = path.with_name(f"{path.stem}.outdated{path.suffix}")
-            path.rename(aside)
-            models.sidecar_path(path).rename(models.sidecar_path(aside))
-            print(f"[demo] {path} was trained for an older {arch} layout; kept as {aside}")
-        if not path.exists():
-            print(f"[demo] training the dense {arch} on {dataset} (once; resumable)")
-            train.train_dense(dataset, arch, out_dir=args.checkpoints, data_root=args.data_root)
-    print(f"[demo] running the {DEMO.name} grid")
-    summary = run_grid(DEMO, out=args.out, checkpoints=args.checkpoints, data_root=args.data_root)
+    for dataset, arch, replicate in checkpoints_needed(DEMO):
+        _set_aside_if_outdated(args.checkpoints, dataset, arch, replicate)
+    print(f"[demo] running the {DEMO.name} grid (missing dense checkpoints are trained first)")
+    summary = run_grid(
+        DEMO,
+        out=args.out,
+        checkpoints=args.checkpoints,
+        data_root=args.data_root,
+        pretrain="auto",
+    )
     report = write_report(args.out, args.report)
     print(f"[demo] report: {report.resolve()}")
     return summary.exit_code
 
 
-def _outdated(path: Path, dataset: str, arch: str) -> bool:
-    """Whether a demo checkpoint no longer fits today's architecture (then it is retrained)."""
+def _set_aside_if_outdated(checkpoints: Path, dataset: str, arch: str, replicate: int) -> None:
+    """A checkpoint that no longer fits today's architecture or splits is renamed (never
+    deleted), so the launcher trains a fresh one."""
     from sweep.tasks import models
 
+    path = models.checkpoint_path(checkpoints, dataset, arch, replicate)
+    if not path.exists():
+        return
     try:
-        models.verify_checkpoint(path, dataset, arch)
-    except models.OldLayoutError:
-        return True
-    return False
+        models.verify_checkpoint(path, dataset, arch, replicate)
+    except models.OutdatedCheckpointError as error:
+        aside = path.with_name(f"{path.stem}.outdated{path.suffix}")
+        path.rename(aside)
+        models.sidecar_path(path).rename(models.sidecar_path(aside))
+        print(f"[demo] {error}; kept as {aside}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

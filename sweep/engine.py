@@ -46,39 +46,59 @@ def effective_gpus(requested: float, joining: bool) -> float:
 
 
 @ray.remote
-def _pretrain_task(dataset: str, arch: str, out: str, data_root: str | None, threads: int) -> str:
+def _pretrain_task(
+    dataset: str, arch: str, seed: int, out: str, data_root: str | None, threads: int
+) -> str:
     import torch
 
     from sweep.tasks.train import train_dense
 
     torch.set_num_threads(threads)
     meta = train_dense(
-        dataset, arch, out_dir=Path(out), data_root=Path(data_root) if data_root else None
+        dataset,
+        arch,
+        out_dir=Path(out),
+        data_root=Path(data_root) if data_root else None,
+        seed=seed,
     )
     return meta.sha256
 
 
 def pretrain(
-    missing: list[tuple[str, str]], checkpoint_dir: Path, data_root: Path | None, gpus: float
+    missing: list[tuple[str, str, int]],
+    checkpoint_dir: Path,
+    data_root: Path | None,
+    gpus: float,
 ) -> None:
-    """Train each missing dense checkpoint as a Ray task (one GPU each when the sweep uses GPUs)."""
+    """Train each missing dense checkpoint (one per replicate seed) as a Ray task.
+
+    With GPUs each task takes one. On CPUs the largest node's cores are shared out so that every
+    task runs at once (a fraction of a core each, one thread, when there are more tasks than
+    cores): several small models side by side keep every core busy, where one model's threads
+    contend, and no task waits for a core while another sits idle at the end.
+    """
     per_node_cpus = max(
         int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]
     )
-    cpus = max(1, per_node_cpus)
+    cpus = 1.0 if gpus > 0 else max(1, per_node_cpus) / max(1, len(missing))
+    if cpus >= 1:
+        cpus = float(int(cpus))
+    threads = max(1, int(cpus))
     print(
-        f"training {len(missing)} missing dense checkpoint(s) first: "
-        + ", ".join(f"{d}/{a}" for d, a in missing)
+        f"training {len(missing)} missing dense checkpoint(s) first "
+        f"({cpus:g} CPU, {threads} thread(s) each): "
+        + ", ".join(f"{d}/{a} seed {r}" for d, a, r in missing)
     )
     refs = [
         _pretrain_task.options(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0).remote(
             dataset,
             arch,
+            replicate,
             str(checkpoint_dir.resolve()),
             str(data_root.resolve()) if data_root else None,
-            cpus,
+            threads,
         )
-        for dataset, arch in missing
+        for dataset, arch, replicate in missing
     ]
     ray.get(refs)
 
@@ -88,7 +108,7 @@ def prepare_eval_caches(grid: Grid, data_root: Path | None, cache_dir: Path) -> 
     from sweep.tasks import data
 
     for dataset in grid.datasets:
-        data.eval_set(dataset, data_root, cache_dir, limit=grid.eval_limit)
+        data.eval_set(dataset, data_root, cache_dir, limit=grid.eval_limit, split=grid.eval_split)
 
 
 def _trainable(config: dict, context: TrialContext) -> None:

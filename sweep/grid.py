@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from sweep.catalog.datasets import EVAL_SPLITS
 from sweep.errors import UnknownNameError, UserError
 from sweep.identity import SPARSITY_DECIMALS, RepairSpec, TrialConfig
 
@@ -31,6 +32,8 @@ class Grid:
     seeds: tuple[int, ...]
     calib_size: int = 1024
     eval_limit: int | None = None
+    replicates: tuple[int, ...] = (0,)
+    eval_split: str = "test"
     resources: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -56,9 +59,10 @@ DEMO = Grid(
     allocations=("erk", "lamp", "global"),
     sparsities=(0.70, 0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98),
     repairs=STUDY_REPAIRS,
-    seeds=(0, 1, 2),
+    seeds=(0, 1),
     calib_size=512,
     eval_limit=2000,
+    replicates=(0, 1, 2),
     resources={"cpus_per_trial": 1, "gpus_per_trial": 0},
 )
 PAPER = Grid(
@@ -68,6 +72,7 @@ PAPER = Grid(
     sparsities=STUDY_SPARSITIES,
     repairs=STUDY_REPAIRS,
     seeds=(0, 1, 2),
+    replicates=(0, 1, 2),
     resources={"cpus_per_trial": 4, "gpus_per_trial": 0.5},
 )
 VALIDATION = replace(
@@ -80,14 +85,22 @@ FULL = replace(PAPER, name="full", pairs=PAPER.pairs + VALIDATION.pairs)
 NAMED_GRIDS: dict[str, Grid] = {grid.name: grid for grid in (DEMO, PAPER, VALIDATION, FULL)}
 
 
-def expand(grid: Grid, digests: dict[tuple[str, str], str | None]) -> list[TrialConfig]:
-    """All distinct trial configs of a grid; `digests`: (dataset, arch) -> checkpoint sha256.
+Digests = dict[tuple[str, str, int], str | None]
+
+
+def checkpoints_needed(grid: Grid) -> list[tuple[str, str, int]]:
+    """Every dense checkpoint a grid needs: (dataset, arch, replicate)."""
+    return [(d, a, r) for d, a in grid.pairs for r in grid.replicates]
+
+
+def expand(grid: Grid, digests: Digests) -> list[TrialConfig]:
+    """All distinct trial configs of a grid; `digests`: (dataset, arch, replicate) -> sha256.
 
     Two spellings of one repair in a grid, or seeds of a method that draws no calibration set,
     canonicalise to the same config and appear once.
     """
     trials: dict[str, TrialConfig] = {}
-    for dataset, arch in grid.pairs:
+    for dataset, arch, replicate in checkpoints_needed(grid):
         for allocation in grid.allocations:
             for sparsity in grid.sparsities:
                 for repair in grid.repairs:
@@ -102,7 +115,9 @@ def expand(grid: Grid, digests: dict[tuple[str, str], str | None]) -> list[Trial
                             seed=seed,
                             calib_size=grid.calib_size,
                             eval_limit=grid.eval_limit,
-                            checkpoint_sha256=digests.get((dataset, arch)),
+                            checkpoint_sha256=digests.get((dataset, arch, replicate)),
+                            replicate=replicate,
+                            eval_split=grid.eval_split,
                         )
                         trials.setdefault(json.dumps(trial.to_dict(), sort_keys=True), trial)
     return list(trials.values())
@@ -125,7 +140,7 @@ def load_grid(name_or_path: str) -> Grid:
 
 _FILE_FIELDS = {
     "name", "datasets", "archs", "pairs", "allocations", "sparsities", "repairs", "seeds",
-    "calib_size", "eval_limit", "resources",
+    "replicates", "calib_size", "eval_limit", "eval_split", "resources",
 }  # fmt: skip
 _RESOURCE_FIELDS = {"cpus_per_trial", "gpus_per_trial"}
 
@@ -163,6 +178,10 @@ def _grid_from_file(path: Path) -> Grid:
         sparsities=_sparsities(raw.get("sparsities"), path),
         repairs=tuple(_repair(r, path) for r in _list(raw, "repairs", path)),
         seeds=tuple(_int(s, "seeds", path) for s in raw.get("seeds", [0])),
+        replicates=tuple(_int(r, "replicates", path) for r in _list(raw, "replicates", path))
+        if "replicates" in raw
+        else (0,),
+        eval_split=str(raw.get("eval_split", "test")),
         calib_size=_int(raw.get("calib_size", 1024), "calib_size", path),
         eval_limit=None
         if raw.get("eval_limit") is None
@@ -256,6 +275,15 @@ def validate(grid: Grid) -> None:
             problems.append(str(error))
     if not grid.seeds:
         problems.append("seeds must not be empty")
+    if not grid.replicates:
+        problems.append("replicates must not be empty (e.g. [0, 1, 2])")
+    for replicate in grid.replicates:
+        if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
+            problems.append(f"replicate {replicate!r} must be a non-negative integer")
+    if grid.eval_split not in EVAL_SPLITS:
+        problems.append(
+            f"unknown eval_split {grid.eval_split!r}; expected one of: {', '.join(EVAL_SPLITS)}"
+        )
     if grid.calib_size < 1:
         problems.append(f"calib_size {grid.calib_size} must be at least 1")
     if grid.eval_limit is not None and grid.eval_limit < 1:

@@ -52,11 +52,13 @@ def uses_calibration(method: str) -> bool:
     return _registry_entry(method).uses_calibration
 
 
-def canonical_eval_limit(dataset: str, eval_limit: int | None) -> int | None:
-    """None when the limit covers the whole test split: both spell the same evaluation."""
+def canonical_eval_limit(dataset: str, split: str, eval_limit: int | None) -> int | None:
+    """None when the limit covers the whole split: both spell the same evaluation."""
     if eval_limit is None or dataset not in DATASETS:
         return eval_limit
-    return None if eval_limit >= DATASETS[dataset].test_size else eval_limit
+    info = DATASETS[dataset]
+    size = info.val_size if split == "val" else info.test_size
+    return None if eval_limit >= size else eval_limit
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class TrialConfig:
     calib_size: int
     eval_limit: int | None
     checkpoint_sha256: str | None
+    replicate: int = 0
+    eval_split: str = "test"
 
     def __post_init__(self) -> None:
         calibrates = uses_calibration(self.repair)
@@ -105,7 +109,7 @@ class TrialConfig:
             "repair_params": full_repair_params(self.repair, dict(self.repair_params)),
             "seed": self.seed if calibrates else 0,
             "calib_size": self.calib_size if calibrates else 0,
-            "eval_limit": canonical_eval_limit(self.dataset, self.eval_limit),
+            "eval_limit": canonical_eval_limit(self.dataset, self.eval_split, self.eval_limit),
         }
         for name, value in canonical.items():
             object.__setattr__(self, name, value)
@@ -127,7 +131,7 @@ class TrialConfig:
         """A short human-readable label for progress and error lines."""
         return (
             f"{self.dataset}/{self.arch} {self.allocation} s={self.sparsity:g} "
-            f"{self.repair_variant} seed={self.seed}"
+            f"{self.repair_variant} replicate={self.replicate} seed={self.seed}"
         )
 
     def to_dict(self) -> dict[str, Any]:

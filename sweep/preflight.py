@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import CheckpointError, UserError
-from sweep.grid import Grid, expand
+from sweep.grid import Digests, Grid, checkpoints_needed, expand
 from sweep.identity import TrialConfig
 from sweep.store import ResultStore
 from sweep.tasks import data, models
@@ -27,7 +27,7 @@ class Plan:
     trials: list[TrialConfig]
     done_keys: set[str]
     missing_data: list[str] = field(default_factory=list)
-    missing_checkpoints: list[tuple[str, str]] = field(default_factory=list)
+    missing_checkpoints: list[tuple[str, str, int]] = field(default_factory=list)
     bad_checkpoints: list[str] = field(default_factory=list)
     damaged_files: list[str] = field(default_factory=list)
     legacy_files: int = 0
@@ -53,9 +53,10 @@ class Plan:
         found += self.damaged_files
         if not pretrain:
             found += [
-                f"no checkpoint for {dataset}/{arch} (train it with `python -m sweep.pretrain "
-                f"--dataset {dataset} --arch {arch}` or launch with --pretrain auto)"
-                for dataset, arch in self.missing_checkpoints
+                f"no checkpoint for {dataset}/{arch} replicate {replicate} (train it with "
+                f"`python -m sweep.pretrain --dataset {dataset} --arch {arch} --seed {replicate}` "
+                "or launch with --pretrain auto)"
+                for dataset, arch, replicate in self.missing_checkpoints
             ]
         return found
 
@@ -69,7 +70,7 @@ class Plan:
             "todo": len(self.todo),
             "missing": {
                 "data": list(self.missing_data),
-                "checkpoints": [f"{d}/{a}" for d, a in self.missing_checkpoints],
+                "checkpoints": [f"{d}/{a} seed {r}" for d, a, r in self.missing_checkpoints],
                 "bad_checkpoints": list(self.bad_checkpoints),
                 "damaged_store_files": list(self.damaged_files),
             },
@@ -89,15 +90,18 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
     done under today's keys (the launcher upgrades them before it writes).
     """
     missing_data = [name for name in grid.datasets if data.find_data(name, data_root) is None]
-    digests: dict[tuple[str, str], str | None] = {}
+    digests: Digests = {}
     missing, bad = [], []
-    for dataset, arch in grid.pairs:
-        path = models.checkpoint_path(checkpoint_dir, dataset, arch)
+    for dataset, arch, replicate in checkpoints_needed(grid):
+        path = models.checkpoint_path(checkpoint_dir, dataset, arch, replicate)
         if not path.exists():
-            missing.append((dataset, arch))
+            missing.append((dataset, arch, replicate))
             continue
         try:
-            digests[(dataset, arch)] = models.verify_checkpoint(path, dataset, arch).sha256
+            meta = models.verify_checkpoint(path, dataset, arch, replicate)
+            if grid.eval_split == "val" and dataset not in missing_data:
+                _check_held_out(path, meta, data.validation_split(dataset, data_root).digest)
+            digests[(dataset, arch, replicate)] = meta.sha256
         except CheckpointError as error:
             bad.append(str(error))
     damaged, legacy, done = [], 0, set()
@@ -120,6 +124,17 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
         legacy_files=legacy,
         data_root=data_root,
     )
+
+
+def _check_held_out(path: Path, meta: models.CheckpointMeta, digest: str) -> None:
+    """A checkpoint evaluated on the validation split must have held out exactly that split."""
+    trained = (meta.held_out or {}).get("sha256")
+    if trained != digest:
+        raise CheckpointError(
+            f"checkpoint {path} held out another validation split ({str(trained)[:12]}) than the "
+            f"data found here ({digest[:12]}): it may have trained on the images it would be "
+            "evaluated on; retrain it on this copy of the data"
+        )
 
 
 def require_runnable(plan: Plan, pretrain: bool) -> None:

@@ -1,4 +1,4 @@
-"""``python -m sweep.pretrain``: train the dense checkpoint that the sweep prunes."""
+"""``python -m sweep.pretrain``: train a dense checkpoint (one replicate) that the sweep prunes."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sweep.pretrain",
         description=(
             "Train a dense model with the project's standard recipe (SGD, Nesterov momentum "
-            "0.9, weight decay 5e-4, warm-up + cosine schedule, crop/flip augmentation) and "
-            "write <out>/<dataset>/<arch>.pt plus its JSON sidecar. 224 px datasets fine-tune "
+            "0.9, weight decay 5e-4, warm-up + cosine schedule, crop/flip augmentation) on the "
+            "train split minus its validation split, and write replicate --seed N as "
+            "<out>/<dataset>/<arch>-seed<N>.pt plus its JSON sidecar. 224 px datasets fine-tune "
             "from torchvision's ImageNet weights when they are in torch's hub cache or can be "
             "downloaded, else train from scratch with a warning. An interrupted run resumes "
             "from its last finished epoch when rerun with the same arguments. Bad input prints "
@@ -53,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"peak learning rate (default {SCRATCH_LR} from scratch, {FINETUNE_LR} fine-tuning)",
     )
-    result.add_argument("--seed", type=int, default=0, help="init and shuffling seed (default: 0)")
+    result.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the replicate: seed of the initial weights, shuffling and augmentation (default: 0)",
+    )
     result.add_argument(
         "--force", action="store_true", help="retrain even if the checkpoint exists"
     )

@@ -18,7 +18,7 @@ _LIST_COLUMNS = {f.name for f in FILE_SCHEMA if str(f.type).startswith("list")}
 ROW_COLUMNS = (*PARTITION_COLUMNS, *FILE_SCHEMA.names)
 _IDENTITY = {
     "trial_key", "key_schema", "dataset", "arch", "checkpoint_sha256", "allocation", "sparsity",
-    "repair", "repair_params", "repair_variant", "seed", "calib_size",
+    "repair", "repair_params", "repair_variant", "replicate", "seed", "calib_size", "eval_split",
 }  # fmt: skip
 _BOOKKEEPING = {"status", "error", "attempts", "grid", "finished_at"}
 MEASUREMENT_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in _IDENTITY | _BOOKKEEPING)
@@ -37,8 +37,10 @@ def identity_columns(config: TrialConfig) -> dict[str, Any]:
         "repair": config.repair,
         "repair_params": json.dumps(config.repair_params, sort_keys=True),
         "repair_variant": config.repair_variant,
+        "replicate": config.replicate,
         "seed": config.seed,
         "calib_size": config.calib_size,
+        "eval_split": config.eval_split,
     }
 
 

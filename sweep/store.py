@@ -168,7 +168,9 @@ class StoreFiles:
 
 _USABLE, _LEGACY, _DAMAGED = "usable", "legacy", "damaged"
 # Columns that trial-key schema 2 added; a file lacking exactly these is a schema-1 file.
-_KEY_SCHEMA_2_COLUMNS = frozenset({"key_schema", "repair_variant"})
+_KEY_SCHEMA_2_COLUMNS = frozenset(
+    {"key_schema", "repair_variant", "replicate", "eval_split", "predictions", "correct"}
+)
 _PARQUET_MAGIC = b"PAR1"
 
 

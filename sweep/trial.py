@@ -80,10 +80,14 @@ def load_dense(
     config: TrialConfig, context: TrialContext, device: torch.device
 ) -> tuple[torch.nn.Module, Any]:
     """The dense checkpoint on `device`, loaded once per worker process."""
-    path = models.checkpoint_path(context.checkpoint_dir, config.dataset, config.arch)
+    path = models.checkpoint_path(
+        context.checkpoint_dir, config.dataset, config.arch, config.replicate
+    )
 
     def load() -> tuple[torch.nn.Module, Any]:
-        model, meta = models.load_checkpoint(path, arch=config.arch, dataset=config.dataset)
+        model, meta = models.load_checkpoint(
+            path, arch=config.arch, dataset=config.dataset, replicate=config.replicate
+        )
         return model.to(device).eval(), meta
 
     return ArtifactCache(context.cache_dir).memo("dense_model", f"{path}@{device}", load)
@@ -127,7 +131,7 @@ class TrialResult:
     eval_size: int
     dense_top1: float
     pruning: dict[str, Any]
-    metrics: evaluate.Metrics
+    evaluation: evaluate.Evaluation
     repair_extra_params: int
     seconds: dict[str, float]
     placement: Placement
@@ -138,7 +142,9 @@ class TrialResult:
             "achieved_sparsity": self.pruning["achieved_sparsity"],
             "eval_size": self.eval_size,
             "dense_top1": self.dense_top1,
-            **self.metrics.to_dict(),
+            **self.evaluation.metrics.to_dict(),
+            "predictions": self.evaluation.predictions.tolist(),
+            "correct": self.evaluation.packed_correct(),
             "repair_extra_params": self.repair_extra_params,
             "layer_names": self.pruning["layer_names"],
             "layer_density": self.pruning["layer_density"],
@@ -166,7 +172,11 @@ def load_stage(
             f"(sha256 {meta.sha256[:12]} != {str(config.checkpoint_sha256)[:12]})"
         )
     eval_set = data.eval_set(
-        config.dataset, context.data_root, context.cache_dir, limit=config.eval_limit
+        config.dataset,
+        context.data_root,
+        context.cache_dir,
+        limit=config.eval_limit,
+        split=config.eval_split,
     )
     dense_eval = cache.get_or_create(
         "dense_logits",
@@ -215,8 +225,8 @@ def repair_stage(config: TrialConfig, pruned: torch.nn.Module, loaded: Loaded) -
 
 def evaluate_stage(
     model: torch.nn.Module, loaded: Loaded, device: torch.device
-) -> evaluate.Metrics:
-    return evaluate.evaluate(
+) -> evaluate.Evaluation:
+    return evaluate.evaluate_per_image(
         model, loaded.eval_set, dense_logits=loaded.dense_eval["logits"], device=device
     )
 
@@ -233,14 +243,14 @@ def run_trial(config: TrialConfig, context: TrialContext) -> TrialResult:
     with watch.stage("repair"):
         repaired = repair_stage(config, pruned, loaded)
     with watch.stage("eval"):
-        metrics = evaluate_stage(repaired, loaded, device)
+        evaluation = evaluate_stage(repaired, loaded, device)
     return TrialResult(
         config=config,
         num_classes=loaded.meta.num_classes,
         eval_size=len(loaded.eval_set),
         dense_top1=float(loaded.dense_eval["top1"]),
         pruning=pruning,
-        metrics=metrics,
+        evaluation=evaluation,
         repair_extra_params=repair.repair_param_count(repaired),
         seconds=dict(watch.seconds),
         placement=Placement.here(device, gpu_ids),

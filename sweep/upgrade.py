@@ -8,9 +8,11 @@ Two old rows that were one trial spelled two ways become two rows with one key, 
 the later one. The old files are copied to a backup folder first and removed only after the
 upgraded rows are on disk. The launcher runs this itself before resuming such a store.
 
-What a schema-1 row does not record is filled in as documented: `eval_limit` comes from the
-row's `eval_size` (an error row has none, so it is taken as the whole split), and an error row's
-missing `repair_params` as the method's defaults. Error rows are rerun by a resumed sweep anyway.
+What a schema-1 row does not record is filled in as documented: it evaluated the test split of
+the one checkpoint of its (dataset, arch) — replicate 0; `eval_limit` comes from the row's
+`eval_size` (an error row has none, so it is taken as the whole split); an error row's missing
+`repair_params` are the method's defaults; per-image predictions were not kept (null). Error
+rows are rerun by a resumed sweep anyway.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
         calib_size=old["calib_size"],
         eval_limit=old["eval_size"],
         checkpoint_sha256=old["checkpoint_sha256"],
+        replicate=0,
+        eval_split="test",
     )
-    return {**old, **identity_columns(config)}
+    return {**old, "predictions": None, "correct": None, **identity_columns(config)}
 
 
 def legacy_rows(store: ResultStore) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ def write_jpegs(folder: Path, count: int, seed: int) -> None:
 def write_imagenette(folder: Path, per_class: int) -> None:
     """An imagenette2 tree: {train,val}/<wnid>/*.JPEG for all 10 classes, plus its CSV."""
     info = DATASETS["imagenette"]
-    for s, split in enumerate(("train", info.eval_split)):
+    for s, split in enumerate(("train", info.test_folder)):
         for c, wnid in enumerate(info.class_ids):
             write_jpegs(folder / split / wnid, per_class, seed=10 * s + c)
     (folder / "noisy_imagenette.csv").write_text("path,noisy_labels_0,is_valid\n")

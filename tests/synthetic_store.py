@@ -6,7 +6,17 @@ neither of which a real sweep on this machine can provide. Every row goes throug
 Rows are of trial-key schema 2: `key_schema` and `repair_variant` filled, parameters in the key.
 
 Two levels: `make_row` / `curve_rows` build hand-specified rows (tests), `SyntheticGrid` draws a
-whole seeded grid of logistic recovery curves with seed noise (benchmark, report demos).
+whole seeded grid of logistic recovery curves with replicate and seed noise (benchmark, report
+demos).
+
+Per-image results. Every image i of a dataset's eval set has a fixed difficulty u_i ~ U(0, 1) (the
+eval set is a sample of images, shared by every row: the pairing the bootstrap relies on). A row
+scores each image with u_i + IMAGE_NOISE · (e_replicate,i + e_seed,i + e_row,i) / √3, the noise
+terms standard normal and keyed by (dataset, replicate), (dataset, replicate, seed) and the trial
+key, so two rows of one replicate, or of one calibration draw, err on similar images. A row given
+its top-1 (`make_row`) is right on exactly the round(top1 · N) images with the lowest scores; a
+grid row (`SyntheticGrid`) is right where the score is below its expected accuracy, and its top-1
+is what that gives, so image sampling adds real noise to it.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ from sweep.store import ResultStore
 from sweep.variants import variant_name
 
 KEY_SCHEMA = 2
+# Columns a schema-1 file lacks (sweep.store recognises such a file by exactly these).
+KEY_SCHEMA_2_COLUMNS = (
+    *("key_schema", "repair_variant", "replicate", "eval_split", "predictions", "correct"),
+)
 # A repair of a synthetic grid: a method name, or (method, its non-default parameters).
 Repair = str | tuple[str, Mapping[str, object]]
 
@@ -57,6 +71,50 @@ LAYER_COUNTS = {
     "densenet121": 121,
 }
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+EVAL_SIZE = 2000
+IMAGE_NOISE = 0.15
+
+
+def _stable(*parts: object) -> int:
+    """A seed for numpy from any labels, the same in every process (unlike hash())."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
+
+
+@functools.cache
+def difficulty(dataset: str, eval_size: int, eval_seed: int = 0) -> np.ndarray:
+    """u_i of each eval image: which images are hard is a property of the eval set."""
+    return np.random.default_rng(_stable("difficulty", dataset, eval_size, eval_seed)).random(
+        eval_size
+    )
+
+
+@functools.cache
+def _noise(eval_size: int, *key: object) -> np.ndarray:
+    return np.random.default_rng(_stable("noise", eval_size, *key)).standard_normal(eval_size)
+
+
+def image_scores(
+    dataset: str, eval_size: int, replicate: int, seed: int, row_key: str, eval_seed: int = 0
+) -> np.ndarray:
+    """Per image: low = easy for this row (module docstring)."""
+    shared = _noise(eval_size, dataset, eval_seed, replicate) + _noise(
+        eval_size, dataset, eval_seed, replicate, seed
+    )
+    own = np.random.default_rng(_stable("row", row_key)).standard_normal(eval_size)
+    return difficulty(dataset, eval_size, eval_seed) + IMAGE_NOISE * (shared + own) / math.sqrt(3)
+
+
+def pack(correct: np.ndarray) -> bytes:
+    """The store's `correct` column: numpy.packbits of the 0/1 vector, big-endian bit order."""
+    return np.packbits(np.asarray(correct, dtype=np.uint8)).tobytes()
+
+
+def exactly(scores: np.ndarray, top1: float) -> np.ndarray:
+    """Right on the round(top1 · N) lowest-scoring images."""
+    correct = np.zeros(len(scores), bool)
+    k = int(round(min(max(top1, 0.0), 1.0) * len(scores)))
+    correct[np.argsort(scores, kind="stable")[:k]] = True
+    return correct
 
 
 def top1_for(r: float, num_classes: int, dense_top1: float) -> float:
@@ -103,12 +161,21 @@ def make_row(
     grid: str = "synthetic",
     order: int = 0,
     calib_size: int = 1024,
+    replicate: int = 0,
+    eval_split: str = "test",
+    eval_size: int = EVAL_SIZE,
+    images: bool = True,
+    correct: np.ndarray | None = None,
+    eval_seed: int = 0,
 ) -> dict:
     """One complete row of the result schema; unspecified fields get plausible values.
 
     `repair` is the method and `params` its non-default parameters: together the variant.
     `order` spaces finished_at (later rows win a trial-key tie); another `calib_size` makes a
     distinct trial of the same point and variant, which the analysis must flag as a duplicate.
+    Per-image results (`predictions`, `correct`) follow the module docstring: `correct` as given
+    (a 0/1 vector), else right on round(top1 · N) images; `images=False` leaves them null, as in a
+    store written before they were recorded (the analysis then cannot resample images).
     """
     params = dict(params or {})
     num_classes = num_classes or NUM_CLASSES.get(dataset, 10)
@@ -125,17 +192,30 @@ def make_row(
         params=params,
         seed=seed,
         calib_size=calib_size,
+        replicate=replicate,
+        eval_split=eval_split,
+        eval_size=eval_size,
     )
+    key = trial_key(**config)
+    bits = predictions = None
+    if ok and top1 is not None and (images or correct is not None):
+        if correct is None:
+            scores = image_scores(dataset, eval_size, replicate, seed, key, eval_seed)
+            correct = exactly(scores, top1)
+        correct = np.asarray(correct, bool)
+        bits = pack(correct)
+        labels = np.arange(eval_size) % num_classes  # a right prediction is the label
+        predictions = np.where(correct, labels, (labels + 1) % num_classes).astype(np.uint16)
     values = {
         "dataset": dataset,
         "arch": arch,
-        "trial_key": trial_key(**config),
+        "trial_key": key,
         "key_schema": KEY_SCHEMA,
         "status": status,
         "error": None if ok else "RuntimeError: synthetic failure",
         "attempts": 1 if ok else 3,
         "grid": grid,
-        "checkpoint_sha256": trial_key(dataset=dataset, arch=arch),
+        "checkpoint_sha256": trial_key(dataset=dataset, arch=arch, replicate=replicate),
         "num_classes": num_classes,
         "allocation": allocation,
         "sparsity": sparsity,
@@ -143,9 +223,13 @@ def make_row(
         "repair": repair,
         "repair_params": json.dumps(params, sort_keys=True),
         "repair_variant": variant_name(repair, params),
+        "replicate": replicate,
         "seed": seed,
         "calib_size": calib_size,
-        "eval_size": 10000,
+        "eval_split": eval_split,
+        "eval_size": eval_size,
+        "predictions": predictions,
+        "correct": bits,
         "dense_top1": dense_top1,
         "top1": top1 if ok else None,
         "top5": min(1.0, top1 + 0.2) if ok and top1 is not None and num_classes > 10 else None,
@@ -172,6 +256,22 @@ def make_row(
     }
     # Exactly the current schema: columns added later (provenance, mostly) stay null.
     return {name: values.get(name) for name in (*PARTITION_COLUMNS, *FILE_SCHEMA.names)}
+
+
+def grid_row(accuracy: float, eval_seed: int = 0, **fields: object) -> dict:
+    """A row whose images are right where their score is below `accuracy`; top-1 is the
+    fraction right, so it carries the eval set's sampling noise (module docstring)."""
+    probe = make_row(images=False, eval_seed=eval_seed, **fields)
+    scores = image_scores(
+        probe["dataset"],
+        probe["eval_size"],
+        probe["replicate"],
+        probe["seed"],
+        probe["trial_key"],
+        eval_seed,
+    )
+    correct = scores < accuracy
+    return make_row(top1=float(correct.mean()), correct=correct, eval_seed=eval_seed, **fields)
 
 
 def curve_rows(
@@ -205,9 +305,28 @@ def curve_rows(
     return rows
 
 
+def expected_accuracy(accuracy: np.ndarray | float) -> np.ndarray:
+    """The accuracy a grid row reaches on average over eval sets, given its score threshold a:
+    P(u + IMAGE_NOISE · e < a) = ∫₀¹ Φ((a − u) / σ) du = G(a) − G(a − 1) with
+    G(t) = t Φ(t / σ) + σ φ(t / σ). The truth a test of the bootstrap compares its intervals with.
+    """
+    a, sigma = np.asarray(accuracy, float), IMAGE_NOISE
+
+    def antiderivative(t: np.ndarray) -> np.ndarray:
+        z = t / sigma
+        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+        return t * cdf + sigma * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+    return antiderivative(a) - antiderivative(a - 1.0)
+
+
 @dataclass(frozen=True)
 class SyntheticGrid:
-    """A seeded grid of logistic recovery curves: each repair holds on to a later sparsity."""
+    """A seeded grid of logistic recovery curves: each repair holds on to a later sparsity.
+
+    Every replicate (dense checkpoint) has its own dense top-1 and shifts each curve's midpoint by
+    N(0, replicate_spread) sparsity; each calibration seed adds N(0, noise) to r; the images add
+    their own sampling noise (module docstring)."""
 
     datasets: tuple[str, ...] = ("cifar10", "cifar100", "imagenette")
     archs: tuple[str, ...] = ("resnet18", "resnet50")
@@ -218,10 +337,13 @@ class SyntheticGrid:
     noise: float = 0.03
     error_rate: float = 0.0
     random_seed: int = 0
+    replicates: int = 1
+    replicate_spread: float = 0.003
+    eval_size: int = EVAL_SIZE
 
     def rows_per_partition(self) -> int:
         per_point = sum(1 if repair == "none" else self.seeds for repair in self.repairs)
-        return len(self.allocations) * len(self.sparsities) * per_point
+        return self.replicates * len(self.allocations) * len(self.sparsities) * per_point
 
     def rows_count(self) -> int:
         return len(self.datasets) * len(self.archs) * self.rows_per_partition()
@@ -238,35 +360,41 @@ class SyntheticGrid:
         """All rows of one (dataset, arch) partition, deterministic in the grid's random seed."""
         rng = np.random.default_rng([self.random_seed, sum(map(ord, dataset + arch))])
         width = (self.sparsities[-1] - self.sparsities[0]) / 12
-        num_classes, dense = NUM_CLASSES.get(dataset, 10), DENSE_TOP1.get(dataset, 0.9)
+        num_classes, base_dense = NUM_CLASSES.get(dataset, 10), DENSE_TOP1.get(dataset, 0.9)
         chance, order = 1.0 / num_classes, 0
-        for allocation in self.allocations:
-            for repair in self.repairs:
-                mid = self.midpoint(dataset, arch, allocation, repair)
-                method, params = (repair, {}) if isinstance(repair, str) else repair
-                seeds = range(1) if method == "none" else range(self.seeds)
-                for sparsity in self.sparsities:
-                    mean_r = 0.95 / (1.0 + math.exp((sparsity - mid) / width))
-                    noise = rng.normal(0.0, self.noise, (2, len(seeds)))
-                    fails = rng.random(len(seeds)) < self.error_rate
-                    for seed in seeds:
-                        r = min(1.0, max(-0.1, mean_r + noise[0, seed]))
-                        # Agreement tracks r, bent and noisy: labels would still tell more.
-                        agreement = chance + (1 - chance) * max(r, 0.0) ** 0.8 + noise[1, seed]
-                        order += 1
-                        yield make_row(
-                            dataset=dataset,
-                            arch=arch,
-                            allocation=allocation,
-                            sparsity=sparsity,
-                            repair=method,
-                            params=params,
-                            seed=seed,
-                            top1=top1_for(r, num_classes, dense),
-                            agreement=min(1.0, max(0.0, agreement)),
-                            status=STATUS_ERROR if fails[seed] else STATUS_OK,
-                            order=order,
-                        )
+        for replicate in range(self.replicates):
+            dense = base_dense + (0.01 * rng.standard_normal() if replicate else 0.0)
+            for allocation in self.allocations:
+                for repair in self.repairs:
+                    mid = self.midpoint(dataset, arch, allocation, repair)
+                    mid += self.replicate_spread * rng.standard_normal() if replicate else 0.0
+                    method, params = (repair, {}) if isinstance(repair, str) else repair
+                    seeds = range(1) if method == "none" else range(self.seeds)
+                    for sparsity in self.sparsities:
+                        mean_r = 0.95 / (1.0 + math.exp((sparsity - mid) / width))
+                        noise = rng.normal(0.0, self.noise, (2, len(seeds)))
+                        fails = rng.random(len(seeds)) < self.error_rate
+                        for seed in seeds:
+                            r = min(1.0, max(-0.1, mean_r + noise[0, seed]))
+                            # Agreement tracks r, bent and noisy: labels would still tell more.
+                            agreement = chance + (1 - chance) * max(r, 0.0) ** 0.8
+                            order += 1
+                            fields = dict(
+                                dataset=dataset,
+                                arch=arch,
+                                allocation=allocation,
+                                sparsity=sparsity,
+                                repair=method,
+                                params=params,
+                                seed=seed,
+                                replicate=replicate,
+                                eval_size=self.eval_size,
+                                dense_top1=dense,
+                                agreement=min(1.0, max(0.0, agreement + noise[1, seed])),
+                                status=STATUS_ERROR if fails[seed] else STATUS_OK,
+                                order=order,
+                            )
+                            yield grid_row(top1_for(r, num_classes, dense), **fields)
 
     def write(self, root: Path | str, rows_per_file: int = 250_000) -> int:
         """Write the grid as a store (one file per partition chunk); returns the row count."""
@@ -313,11 +441,11 @@ def damage(root: Path | str, kind: str) -> Path:
 
 
 def write_key_schema_1(root: Path | str, rows: Sequence[dict]) -> Path:
-    """A store as prune-sweep wrote it before trial-key schema 2: without the two new columns."""
+    """A store as prune-sweep wrote it before trial-key schema 2: without the columns it added."""
     written = ResultStore(root).write_many(rows)
     for path in written:
         table = pq.read_table(path)
-        pq.write_table(table.drop_columns(["key_schema", "repair_variant"]), path)
+        pq.write_table(table.drop_columns(list(KEY_SCHEMA_2_COLUMNS)), path)
     return Path(root)
 
 

@@ -109,11 +109,12 @@ def test_cifar10_pickle_batches_load_with_the_checksum_opt_out(
     assert evaluation.labels.dtype == np.int64
 
     train = data.train_dataset("cifar10", root, augment=False, download=False)
-    assert len(train) == 20
+    assert len(train) == 18  # 2 of the 20 are the validation split
+    row = train.indices[7]
     image, label = train[7]
-    assert isinstance(label, int) and label == cifar10["train_labels"][7]
+    assert isinstance(label, int) and label == cifar10["train_labels"][row]
     spec = data.get_spec("cifar10")
-    torch.testing.assert_close(image, spec.normalize(torch.from_numpy(cifar10["train"][7])))
+    torch.testing.assert_close(image, spec.normalize(torch.from_numpy(cifar10["train"][row])))
 
 
 def test_cifar_checksums_are_verified_by_default(cifar10: dict, monkeypatch) -> None:
@@ -128,7 +129,7 @@ def test_cifar100_reads_the_fine_labels(tmp_path: Path, skip_md5: None) -> None:
     np.testing.assert_array_equal(evaluation.images, written["test"][0])
     assert evaluation.labels.tolist() == written["test"][1].tolist()  # fine, not coarse (% 20)
     assert written["test"][1].max() >= 20, "seed gives no label that tells fine from coarse"
-    assert len(data.train_dataset("cifar100", tmp_path, download=False)) == 10
+    assert len(data.train_dataset("cifar100", tmp_path, download=False)) == 9  # 1 held out
 
 
 def test_imagenette_folder_layout(tmp_path: Path) -> None:
@@ -141,8 +142,10 @@ def test_imagenette_folder_layout(tmp_path: Path) -> None:
                                        cache_dir=tmp_path / "cache")  # fmt: skip
     assert calibration.images.shape == (5, 3, 224, 224)
     train = data.train_dataset("imagenette", tmp_path, augment=True, download=False)
+    assert len(train) == 18  # 10 % of the 20 train images are the validation split
     image, label = train[3]
-    assert image.shape == (3, 224, 224) and image.dtype == torch.float32 and label == 1
+    assert image.shape == (3, 224, 224) and image.dtype == torch.float32
+    assert label == train.indices[3] // 2  # two images per class, sorted by class
 
 
 def test_imagenette_with_a_missing_class_is_missing_data(tmp_path: Path) -> None:
@@ -168,7 +171,7 @@ def test_imagenet100_keeps_only_the_subset_classes(
     expected = sorted(IMAGENET100_WNIDS.index(w) for w in chosen for _ in range(2))
     assert evaluation.labels.tolist() == expected  # the tench folder is left out
     assert evaluation.images.shape == (6, 3, 224, 224)
-    assert len(data.train_dataset("imagenet100", tmp_path, download=False)) == 9
+    assert len(data.train_dataset("imagenet100", tmp_path, download=False)) == 8  # 1 held out
 
 
 @pytest.mark.parametrize(
@@ -211,9 +214,13 @@ def test_calibration_set_holds_images_only(cifar10: dict, skip_md5: None) -> Non
 
     train = torch.from_numpy(cifar10["train"]).flatten(1)
     test = torch.from_numpy(cifar10["test"]).flatten(1)
+    val = data.validation_split("cifar10", cifar10["root"]).val
+    rows = []
     for image in calibration.images.flatten(1):
-        assert (train == image).all(1).sum() == 1  # a train image, each drawn once
+        (row,) = torch.nonzero((train == image).all(1)).flatten().tolist()  # a train image
         assert not (test == image).all(1).any()
+        rows.append(row)
+    assert len(set(rows)) == 8 and not set(rows) & set(val.tolist())  # each once, none held out
 
 
 def test_calibration_set_is_deterministic_per_seed(cifar10: dict, skip_md5: None) -> None:
@@ -224,8 +231,8 @@ def test_calibration_set_is_deterministic_per_seed(cifar10: dict, skip_md5: None
     other = draw(1, cifar10["cache"])
     assert torch.equal(first.images, again.images) and first.key == again.key
     assert not torch.equal(first.images, other.images) and first.key != other.key
-    with pytest.raises(UserError, match="calibration size 21 .* 20 train images"):
-        data.calibration_set("cifar10", 21, 0, cifar10["root"], cifar10["cache"])
+    with pytest.raises(UserError, match="calibration size 19 .* 18 train images .* validation"):
+        data.calibration_set("cifar10", 19, 0, cifar10["root"], cifar10["cache"])
 
 
 def test_eval_set_is_decoded_once_and_memory_mapped(cifar10: dict, skip_md5: None) -> None:
@@ -265,14 +272,15 @@ def test_eval_set_limit_is_a_fixed_subset(cifar10: dict, skip_md5: None) -> None
 def test_training_augmentation_is_a_padded_crop_with_flip(cifar10: dict, skip_md5: None) -> None:
     train = data.train_dataset("cifar10", cifar10["root"], augment=True, download=False)
     spec = data.get_spec("cifar10")
-    original = torch.nn.functional.pad(torch.from_numpy(cifar10["train"][5]), (4, 4, 4, 4))
+    row = train.indices[5]
+    original = torch.nn.functional.pad(torch.from_numpy(cifar10["train"][row]), (4, 4, 4, 4))
     crops = [original[:, y : y + 32, x : x + 32] for y in range(9) for x in range(9)]
     candidates = [spec.normalize(view) for crop in crops for view in (crop, crop.flip(-1))]
     torch.manual_seed(0)
     seen = set()
     for _ in range(40):
         image, label = train[5]
-        assert label == cifar10["train_labels"][5]
+        assert label == cifar10["train_labels"][row]
         matches = [i for i, c in enumerate(candidates) if torch.equal(image, c)]
         assert matches, "augmented image is not a crop/flip of the padded original"
         seen.update(matches)
@@ -285,7 +293,7 @@ def test_fashion_mnist_data_root_comes_first(tmp_path: Path) -> None:
     evaluation = data.eval_set("fashion_mnist", tmp_path, tmp_path / "cache")
     np.testing.assert_array_equal(evaluation.images[:, 0], written["t10k"][0])
     assert evaluation.labels.tolist() == [0, 1, 2, 3, 4]
-    assert len(data.train_dataset("fashion_mnist", tmp_path, download=False)) == 12
+    assert len(data.train_dataset("fashion_mnist", tmp_path, download=False)) == 11  # 1 held out
 
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00"))
     with pytest.raises(DataMissingError, match="t10k-labels-idx1-ubyte.gz is truncated"):
@@ -305,14 +313,16 @@ def test_real_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
     assert np.bincount(evaluation.labels).tolist() == [1000] * 10
 
     train = data.train_dataset("fashion_mnist", empty, augment=True, download=False)
-    assert len(train) == 60000
+    assert len(train) == 55000  # the validation split held out
     loader = torch.utils.data.DataLoader(train, batch_size=256, shuffle=True)
     start = time.perf_counter()
     batches = list(loader)
     epoch_seconds = time.perf_counter() - start
     images = batches[0][0]
     assert images.shape == (256, 1, 28, 28) and images.dtype == torch.float32
-    assert torch.bincount(torch.cat([y for _, y in batches])).tolist() == [6000] * 10
+    val_labels = data.eval_set("fashion_mnist", empty, tmp_path / "cache", split="val").labels
+    held_out = np.bincount(val_labels, minlength=10)
+    assert torch.bincount(torch.cat([y for _, y in batches])).tolist() == (6000 - held_out).tolist()
     assert epoch_seconds < 10, f"one augmented epoch of data loading took {epoch_seconds:.1f} s"
 
     calibration = data.calibration_set("fashion_mnist", 64, 0, empty, tmp_path / "cache")

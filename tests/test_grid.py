@@ -18,28 +18,44 @@ def test_study_sparsities_are_the_twelve_points_from_90_to_95_5_percent():
 
 
 @pytest.mark.parametrize(
-    ("name", "trials"), [("demo", 189), ("paper", 1512), ("validation", 1176), ("full", 2688)]
+    ("name", "trials"), [("demo", 405), ("paper", 4536), ("validation", 3528), ("full", 8064)]
 )
 def test_named_grid_sizes_follow_the_seed_rule(name, trials):
     assert len(expand(load_grid(name), {})) == trials
 
 
-def test_deterministic_repair_runs_once_per_point_and_seeded_repairs_once_per_seed():
+def test_each_replicate_gets_every_point_and_seeded_repairs_run_once_per_seed():
     trials = expand(load_grid("demo"), {})
     point = [t for t in trials if t.allocation == "erk" and t.sparsity == 0.9]
     by_repair = {
-        r: sorted(t.seed for t in point if t.repair == r) for r in {t.repair for t in point}
+        r: sorted((t.replicate, t.seed) for t in point if t.repair == r)
+        for r in {t.repair for t in point}
     }
-    assert by_repair == {"none": [0], "bn_recal": [0, 1, 2], "channel_var_shrink": [0, 1, 2]}
+    seeded = [(r, s) for r in (0, 1, 2) for s in (0, 1)]
+    assert by_repair == {
+        "none": [(0, 0), (1, 0), (2, 0)],
+        "bn_recal": seeded,
+        "channel_var_shrink": seeded,
+    }
+
+
+def test_replicates_take_their_own_checkpoint_digest():
+    digests = {("fashion_mnist", "resnet20", r): f"{r}" * 64 for r in (0, 1, 2)}
+    trials = expand(load_grid("demo"), digests)
+    assert {(t.replicate, t.checkpoint_sha256) for t in trials} == {
+        (r, f"{r}" * 64) for r in (0, 1, 2)
+    }
+    assert {t.eval_split for t in trials} == {"test"}
 
 
 def test_trial_key_is_content_addressed():
-    first = expand(load_grid("demo"), {("fashion_mnist", "resnet20"): "a" * 64})[0]
+    first = expand(load_grid("demo"), {("fashion_mnist", "resnet20", 0): "a" * 64})[0]
     again = TrialConfig.from_dict(first.to_dict())
     assert again.key == first.key and len(first.key) == 64
     changed = TrialConfig.from_dict({**first.to_dict(), "checkpoint_sha256": "b" * 64})
     assert changed.key != first.key
-    keys = [t.key for t in expand(load_grid("demo"), {("fashion_mnist", "resnet20"): "a" * 64})]
+    digests = {("fashion_mnist", "resnet20", r): f"{r}" * 64 for r in (0, 1, 2)}
+    keys = [t.key for t in expand(load_grid("demo"), digests)]
     assert len(set(keys)) == len(keys)
 
 
@@ -96,6 +112,26 @@ def test_grid_file_round_trip(tmp_path: Path):
             "unknown field",
         ),
         ("datasets: fashion_mnist\n", "must be a non-empty list"),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [none]\nreplicates: []\n",
+            "'replicates' must be a non-empty list; got \\[\\]",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [none]\nreplicates: [0, -1]\n",
+            "replicate -1 must be a non-negative integer",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [none]\nreplicates: [0, one]\n",
+            "replicates must be an integer; got 'one'",
+        ),
+        (
+            "datasets: [fashion_mnist]\narchs: [resnet20]\nallocations: [erk]\nsparsities: [0.9]\n"
+            "repairs: [none]\neval_split: train\n",
+            "unknown eval_split 'train'; expected one of: test, val",
+        ),
     ],
 )
 def test_bad_grid_files_name_the_bad_value(tmp_path: Path, text: str, message: str):

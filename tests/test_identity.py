@@ -11,7 +11,7 @@ from sweep import identity
 from sweep.grid import expand, load_grid
 from sweep.identity import RepairSpec, TrialConfig
 
-DIGEST = {("fashion_mnist", "resnet20"): "a" * 64}
+DIGEST = {("fashion_mnist", "resnet20", 0): "a" * 64}
 
 
 def _grid_file(path: Path, repairs: list, **fields: object) -> str:
@@ -75,6 +75,13 @@ def test_an_eval_limit_covering_the_test_split_is_the_whole_split():
     assert _trial(eval_limit=2_000).key != whole.key
 
 
+def test_an_eval_limit_covering_the_validation_split_is_the_whole_split():
+    whole = _trial(eval_split="val", eval_limit=None)
+    assert _trial(eval_split="val", eval_limit=5_000).key == whole.key
+    assert _trial(eval_split="val", eval_limit=4_999).key != whole.key
+    assert _trial(eval_split="test", eval_limit=5_000).key != _trial(eval_split="test").key
+
+
 def test_integer_and_float_spellings_of_a_parameter_are_one_key():
     assert _trial(repair_params={"tau": 1}).key == _trial(repair_params={"tau": 1.0}).key
     assert _trial(sparsity=0.9).key == _trial(sparsity=0.9000000001).key
@@ -86,7 +93,7 @@ def test_every_identity_field_changes_the_key():
         _trial(dataset="cifar10"), _trial(arch="resnet32"), _trial(allocation="lamp"),
         _trial(sparsity=0.91), _trial(repair="channel_var"), _trial(repair_params={"tau": 0.5}),
         _trial(seed=1), _trial(calib_size=32), _trial(eval_limit=100),
-        _trial(checkpoint_sha256="b" * 64),
+        _trial(checkpoint_sha256="b" * 64), _trial(replicate=1), _trial(eval_split="val"),
     ]  # fmt: skip
     keys = {t.key for t in changed}
     assert base.key not in keys and len(keys) == len(changed)

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import ray
@@ -83,8 +84,12 @@ def _assert_rows_equal_in_process_trials(
     frame: pd.DataFrame, grid: Path, checkpoints: Path, cache: Path
 ) -> None:
     """A row written through Ray equals the same trial run in this process by the library."""
-    sha = models.read_meta(models.checkpoint_path(checkpoints, "fashion_mnist", "resnet20")).sha256
-    trials = {t.key: t for t in expand(load_grid(str(grid)), {("fashion_mnist", "resnet20"): sha})}
+    sha = models.read_meta(
+        models.checkpoint_path(checkpoints, "fashion_mnist", "resnet20", 0)
+    ).sha256
+    trials = {
+        t.key: t for t in expand(load_grid(str(grid)), {("fashion_mnist", "resnet20", 0): sha})
+    }
     assert set(frame["trial_key"]) == set(trials)
     context = TrialContext(checkpoints, None, cache, grid="in-process")
     for repair in ("none", "bn_recal", "channel_var_shrink"):
@@ -94,6 +99,35 @@ def _assert_rows_equal_in_process_trials(
         assert local["layer_density"] == pytest.approx(list(row["layer_density"]))
         for metric in METRICS:
             assert local[metric] == pytest.approx(row[metric], rel=1e-4, abs=1e-6), (repair, metric)
+
+
+@needs_fashion_mnist
+def test_each_replicate_runs_on_its_own_checkpoint_and_rows_keep_every_image(
+    local_ray, tmp_path: Path, checkpoint_dir: Path
+):
+    grid = write_grid(
+        tmp_path / "reps.yaml", allocations=["erk"], sparsities=[0.9], repairs=["bn_recal"],
+        replicates=[0, 1], seeds=[0, 1],
+    )  # fmt: skip
+    out = tmp_path / "out"
+    assert _launch(grid, out, checkpoint_dir, tmp_path / "cache") == 0
+    frame = read_results(out).sort_values(["replicate", "seed"])
+    assert list(zip(frame["replicate"], frame["seed"], strict=True)) == [
+        (0, 0), (0, 1), (1, 0), (1, 1),
+    ]  # fmt: skip
+    shas = {
+        r: models.read_meta(models.checkpoint_path(checkpoint_dir, "fashion_mnist", "resnet20", r))
+        for r in (0, 1)
+    }
+    for _, row in frame.iterrows():
+        assert row["checkpoint_sha256"] == shas[row["replicate"]].sha256
+        assert row["eval_split"] == "test"
+        assert len(row["predictions"]) == row["eval_size"] == 64
+        correct = np.unpackbits(np.frombuffer(row["correct"], np.uint8), count=64)
+        assert correct.mean() == pytest.approx(row["top1"])
+    # Each replicate's dense accuracy is its own; the calibration seed does not change it.
+    dense = frame.groupby("replicate")["dense_top1"].agg(["nunique", "first"])
+    assert list(dense["nunique"]) == [1, 1]
 
 
 @needs_fashion_mnist
@@ -140,9 +174,9 @@ def test_dry_run_needs_no_data_checkpoints_or_ray(tmp_path: Path, capsys):
     )  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert summary["trials"] == 1512 and summary["done"] == 0
+    assert summary["trials"] == 4536 and summary["done"] == 0
     assert "cifar10" in summary["missing"]["data"]
-    assert "cifar10/resnet18" in summary["missing"]["checkpoints"]
+    assert "cifar10/resnet18 seed 2" in summary["missing"]["checkpoints"]
     assert not (tmp_path / "out").exists()
 
 

@@ -3,6 +3,7 @@ and nothing written or moved."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def _checkpoint_copy(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
-    return models.checkpoint_path(target, "fashion_mnist", "resnet20")
+    return models.checkpoint_path(target, "fashion_mnist", "resnet20", 0)
 
 
 def _truncate(path: Path) -> str:
@@ -94,6 +95,26 @@ def test_a_damaged_store_file_stops_the_launch_naming_it(tmp_path: Path, checkpo
     assert _tree(out) == before
 
 
+@needs_fashion_mnist
+def test_a_val_split_grid_refuses_a_checkpoint_that_held_out_other_images(
+    tmp_path: Path, checkpoint_dir: Path, capsys
+):
+    path = _checkpoint_copy(checkpoint_dir, tmp_path / "ckpt")
+    grid = write_grid(tmp_path / "g.yaml", eval_split="val")
+    argv = ["--grid", str(grid), "--checkpoints", str(tmp_path / "ckpt"), "--dry-run"]
+    assert launch.main(argv) == 0
+    assert "bad checkpoint" not in capsys.readouterr().out  # it held out this copy's val split
+    sidecar = models.sidecar_path(path)
+    meta = json.loads(sidecar.read_text())
+    meta["held_out"]["sha256"] = "0" * 64
+    sidecar.write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    assert launch.main([*argv[:-1], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "held out another validation split" in err and str(path) in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 BAD_GRID_FILES = {
     "unknown repair parameter": (
         {"repairs": [{"method": "channel_var_shrink", "params": {"tua": 0.5}}]},
@@ -123,6 +144,10 @@ BAD_GRID_FILES = {
     "unknown arch": ({"archs": ["resnet19"]}, "resnet19"),
     "unknown allocation": ({"allocations": ["erkk"]}, "erkk"),
     "empty allocations": ({"allocations": []}, "allocations"),
+    "empty replicates": ({"replicates": []}, "replicates"),
+    "negative replicate": ({"replicates": [-1]}, "replicate -1"),
+    "replicate not an integer": ({"replicates": ["a"]}, "'a'"),
+    "unknown eval split": ({"eval_split": "train"}, "eval_split 'train'"),
 }
 
 

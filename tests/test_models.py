@@ -18,9 +18,12 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from sweep.catalog.archs import ARCH_NAMES, ARCHS, SMALL, get_arch
 from sweep.errors import CheckpointError, UnknownNameError, UserError
 from sweep.tasks import models
+from sweep.tasks.datasets.holdout import holdout
 from sweep.tasks.evaluate import fold_batchnorm
 from sweep.tasks.models import (
     CheckpointMeta,
+    OutdatedCheckpointError,
+    StaleCheckpointError,
     arch_digest,
     build_model,
     checkpoint_path,
@@ -208,6 +211,8 @@ def _meta(**changes) -> CheckpointMeta:
         image_size=28,
         dense_top1=0.9,
         recipe={"epochs": 4, "lr": 0.1},
+        seed=0,
+        held_out=holdout("fashion_mnist", 60000).record(),
     )
     values.update(changes)
     return CheckpointMeta(**values)
@@ -220,18 +225,23 @@ def saved(tmp_path):
     model = build_model("resnet20", 10, in_channels=1, image_size=28)
     with torch.no_grad():
         model.train()(torch.randn(8, 1, 28, 28))
-    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20")
+    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20", 0)
     meta = save_checkpoint(model, path, _meta())
     return model, path, meta
 
 
 def test_checkpoint_round_trip(saved):
     model, path, meta = saved
-    assert path == path.parent.parent / "fashion_mnist" / "resnet20.pt"
+    assert path == path.parent.parent / "fashion_mnist" / "resnet20-seed0.pt"
     assert meta.sha256 == file_sha256(path) and meta.created_at
     sidecar = json.loads(sidecar_path(path).read_text())
     assert sidecar["arch"] == "resnet20" and sidecar["sha256"] == meta.sha256
-    assert sidecar["recipe"] == {"epochs": 4, "lr": 0.1}
+    assert sidecar["recipe"] == {"epochs": 4, "lr": 0.1} and sidecar["seed"] == 0
+    assert sidecar["held_out"] == {
+        "images": 5000,
+        "train_images": 55000,
+        "sha256": holdout("fashion_mnist", 60000).digest,
+    }
     loaded, loaded_meta = load_checkpoint(
         path, arch="resnet20", dataset="fashion_mnist", num_classes=10
     )
@@ -240,7 +250,10 @@ def test_checkpoint_round_trip(saved):
     expected = model.state_dict()
     assert loaded.state_dict().keys() == expected.keys()
     assert all(torch.equal(loaded.state_dict()[k], expected[k]) for k in expected)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["resnet20.json", "resnet20.pt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "resnet20-seed0.json",
+        "resnet20-seed0.pt",
+    ]
     assert load_state_dict_file(path).keys() == expected.keys()
     umask = os.umask(0)
     os.umask(umask)
@@ -358,7 +371,10 @@ def test_save_replaces_atomically_and_leaves_no_temporaries(saved):
         model.fc.bias.add_(1.0)
     second = save_checkpoint(model, path, _meta(dense_top1=0.95))
     assert second.sha256 != first.sha256
-    assert sorted(p.name for p in path.parent.iterdir()) == ["resnet20.json", "resnet20.pt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "resnet20-seed0.json",
+        "resnet20-seed0.pt",
+    ]
     loaded, meta = load_checkpoint(path)
     assert meta.dense_top1 == 0.95
     assert torch.equal(loaded.fc.bias, model.fc.bias)
@@ -374,7 +390,7 @@ def test_failed_save_leaves_the_old_checkpoint(saved):
 
 
 def test_save_refuses_a_model_that_is_not_the_meta_arch(tmp_path):
-    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20")
+    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20", 0)
     with pytest.raises(UserError, match="is not resnet20 with 10 classes.*unexpected keys"):
         save_checkpoint(build_model("resnet32", 10, 1, 28), path, _meta())
     assert not tmp_path.joinpath("fashion_mnist").exists()
@@ -434,10 +450,10 @@ def test_old_layout_checkpoints_say_how_to_retrain(saved, with_digest):
     _write_old_layout(path, with_digest)
     retrain = (
         "retrain it with python -m sweep.pretrain --dataset fashion_mnist --arch resnet20 "
-        f"--out {path.parent.parent} --force"
+        f"--seed 0 --out {path.parent.parent} --force"
     )
-    for load in (load_checkpoint, lambda p: verify_checkpoint(p, "fashion_mnist", "resnet20")):
-        with pytest.raises(CheckpointError) as caught:
+    for load in (load_checkpoint, lambda p: verify_checkpoint(p, "fashion_mnist", "resnet20", 0)):
+        with pytest.raises(OutdatedCheckpointError) as caught:
             load(path)
         text = str(caught.value)
         assert text.startswith(f"checkpoint {path} was trained for an older layout of resnet20")
@@ -480,7 +496,24 @@ VERIFY_FAILURES = {
     "sidecar without sha256": (_sidecar_without_sha, "sidecar .* is malformed .*sha256"),
     "not a state_dict": (_a_list, "holds a list, not a state_dict"),
     "dataset's classes": (_sidecar_says_other_classes, "has num_classes 100; expected 10"),
+    "another seed": (lambda p: _edit_sidecar(p, seed=1), "has seed 1; expected 0"),
+    "seed not an integer": (lambda p: _edit_sidecar(p, seed="0"), "malformed .*seed '0'"),
+    "negative seed": (lambda p: _edit_sidecar(p, seed=-1), "malformed .*seed -1"),
+    "held-out record without a digest": (
+        lambda p: _edit_sidecar(p, held_out={"images": 5000}),
+        "malformed .*held_out.sha256",
+    ),
+    "no held-out record": (
+        lambda p: _edit_sidecar(p, held_out=None),
+        "trained before the validation split existed",
+    ),
 }
+
+
+def _edit_sidecar(path, **fields):
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar.update(fields)
+    sidecar_path(path).write_text(json.dumps(sidecar))
 
 
 @pytest.mark.parametrize("case", VERIFY_FAILURES)
@@ -489,18 +522,49 @@ def test_verify_checkpoint_names_the_file_and_the_problem(saved, case):
     corrupt, message = VERIFY_FAILURES[case]
     corrupt(path)
     with pytest.raises(CheckpointError, match=message) as caught:
-        verify_checkpoint(path, "fashion_mnist", "resnet20")
+        verify_checkpoint(path, "fashion_mnist", "resnet20", 0)
     text = str(caught.value)
     assert "\n" not in text and (str(path) in text or str(sidecar_path(path)) in text)
 
 
 def test_verify_checkpoint_accepts_a_good_one_and_checks_what_was_asked(saved):
     _, path, meta = saved
-    assert verify_checkpoint(path, "fashion_mnist", "resnet20") == meta
+    assert verify_checkpoint(path, "fashion_mnist", "resnet20", 0) == meta
     with pytest.raises(CheckpointError, match="has dataset 'fashion_mnist'; expected 'cifar10'"):
-        verify_checkpoint(path, "cifar10", "resnet20")
+        verify_checkpoint(path, "cifar10", "resnet20", 0)
     with pytest.raises(UnknownNameError, match="unknown dataset 'mnist'"):
-        verify_checkpoint(path, "mnist", "resnet20")
-    missing = checkpoint_path(path.parent.parent, "fashion_mnist", "resnet32")
-    with pytest.raises(CheckpointError, match="not found; train it with .* --arch resnet32"):
-        verify_checkpoint(missing, "fashion_mnist", "resnet32")
+        verify_checkpoint(path, "mnist", "resnet20", 0)
+    with pytest.raises(CheckpointError, match="has seed 0; expected 2"):
+        verify_checkpoint(path, "fashion_mnist", "resnet20", 2)
+    missing = checkpoint_path(path.parent.parent, "fashion_mnist", "resnet32", 4)
+    with pytest.raises(
+        CheckpointError, match="not found; train it with .* --arch resnet32 --seed 4"
+    ):
+        verify_checkpoint(missing, "fashion_mnist", "resnet32", 4)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True, 2**32])
+def test_a_replicate_is_an_integer_from_0(tmp_path, seed):
+    with pytest.raises(
+        UserError, match=f"seed {seed!r} is not allowed; expected an integer from 0"
+    ):
+        checkpoint_path(tmp_path, "fashion_mnist", "resnet20", seed)
+    with pytest.raises(UserError, match="is not allowed"):
+        verify_checkpoint(tmp_path / "x.pt", "fashion_mnist", "resnet20", seed)
+
+
+def test_a_checkpoint_trained_before_the_validation_split_is_stale(saved):
+    """A sidecar as written before replicates and the validation split: no seed, no held_out."""
+    _, path, _ = saved
+    sidecar = json.loads(sidecar_path(path).read_text())
+    del sidecar["seed"], sidecar["held_out"]
+    sidecar_path(path).write_text(json.dumps(sidecar))
+    with pytest.raises(StaleCheckpointError) as caught:
+        verify_checkpoint(path, "fashion_mnist", "resnet20", 0)
+    text = str(caught.value)
+    assert isinstance(caught.value, OutdatedCheckpointError) and "\n" not in text
+    assert text.startswith(f"checkpoint {path} was trained before the validation split existed")
+    assert text.endswith(
+        "retrain it with python -m sweep.pretrain --dataset fashion_mnist --arch resnet20 "
+        f"--seed 0 --out {path.parent.parent} --force"
+    )

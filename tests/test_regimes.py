@@ -3,7 +3,9 @@
 Every expected number is worked out in the test from the definitions: r = (top1 − chance) /
 (dense − chance) with 10 classes and dense top-1 0.9, so r is what `curve_rows` is given; a
 crossing between grid points s_i (r_i ≥ τ) and s_j (r_j < τ) is
-s_i + (r_i − τ) / (r_i − r_j) · (s_j − s_i).
+s_i + (r_i − τ) / (r_i − r_j) · (s_j − s_i). Tests of exact interval ends build rows without
+per-image results (`images=False`, as in a store written before they were kept), so only the
+replicate and seed levels of the bootstrap move them.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from synthetic_store import (
     unusable_store,
 )
 
-from analysis.bootstrap import quantiles, resample_counts, resampled_means
+from analysis.bootstrap import (
+    image_weights,
+    quantiles,
+    replicate_seed_weights,
+    resample_counts,
+    resampled_accuracy,
+)
 from analysis.boundaries import first_crossings
 from analysis.loading import load_results
-from analysis.markdown import NOTES_MARKER
 from analysis.regimes import AnalysisInputError, main, regime_table
 from sweep.errors import UserError
 from sweep.schema import STATUS_ERROR
@@ -63,13 +70,22 @@ def curve(r: list[float | None], repair: str = "none", **fields: object) -> list
 
 def test_crossing_between_grid_points_is_interpolated(tmp_path):
     # r 0.7 at 0.92, 0.3 at 0.94: 0.92 + (0.7 - 0.5) / (0.7 - 0.3) * 0.02 = 0.93
-    tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1]))
+    tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1], images=False))
     b = one(tables.boundaries, repair_variant="none")
     assert b["status"] == "crossing"
     assert b["boundary"] == pytest.approx(0.93)
     assert (b["bracket_lo"], b["bracket_hi"]) == (0.92, 0.94)
     assert b["ci_lo"] == b["ci_hi"] == pytest.approx(0.93)  # deterministic repair: one row
     assert not b["non_monotone"] and b["flags"] == ""
+
+
+def test_image_level_resampling_widens_the_interval_around_the_same_boundary(tmp_path):
+    # The same curve with per-image results: the boundary is the same, its interval now covers
+    # the eval set's sampling noise (2000 images: a top-1 standard error of ~1 point).
+    tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1]))
+    b = one(tables.boundaries, repair_variant="none")
+    assert b["boundary"] == pytest.approx(0.93)
+    assert b["ci_lo"] < 0.93 < b["ci_hi"] and b["ci_hi"] - b["ci_lo"] < 0.005
 
 
 def test_crossing_exactly_on_a_grid_point(tmp_path):
@@ -79,7 +95,7 @@ def test_crossing_exactly_on_a_grid_point(tmp_path):
     assert b["status"] == "on grid point"
     assert b["boundary"] == pytest.approx(0.92)
     assert (b["bracket_lo"], b["bracket_hi"]) == (0.92, 0.94)
-    assert one(tables.curves, sparsity=0.92)["recovers"]
+    assert one(tables.regimes, sparsity=0.92)["recovering"] == "none"
 
 
 def test_never_crossing_is_beyond_the_grid(tmp_path):
@@ -112,7 +128,7 @@ def test_bootstrap_interval_of_the_boundary_over_seeds(tmp_path):
     # A resample of 3 seeds is all one seed with probability 1/27 > 2.5 %, so the 95 % interval
     # reaches both extremes exactly.
     seeds = [[0.9, 0.6, 0.2], [0.9, 0.8, 0.4], [0.9, 0.7, 0.3]]
-    tables = analyse(tmp_path, curve_rows(seeds, GRID[:3], repair="bn_recal"))
+    tables = analyse(tmp_path, curve_rows(seeds, GRID[:3], repair="bn_recal", images=False))
     b = one(tables.boundaries, repair_variant="bn_recal")
     assert b["boundary"] == pytest.approx(0.93)
     assert (b["ci_lo"], b["ci_hi"]) == (pytest.approx(0.925), pytest.approx(0.935))
@@ -123,7 +139,7 @@ def test_bootstrap_interval_of_the_boundary_over_seeds(tmp_path):
 
 
 def test_single_seed_gives_a_degenerate_flagged_interval(tmp_path):
-    tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1], repair="bn_recal"))
+    tables = analyse(tmp_path, curve([0.9, 0.7, 0.3, 0.1], repair="bn_recal", images=False))
     b = one(tables.boundaries, repair_variant="bn_recal")
     assert b["ci_lo"] == b["ci_hi"] == pytest.approx(b["boundary"])
     assert "single seed" in b["flags"]
@@ -292,13 +308,13 @@ def test_the_best_variant_of_a_method_sets_the_band(tmp_path):
 
 def test_lamp_minus_erk_paired_over_seeds(tmp_path):
     # Per seed (LAMP − ERK): 0.92: +0.3 each -> interval [0.3, 0.3], LAMP wins; 0.94: -0.1, +0.2,
-    # -0.1 -> mean 0, interval [-0.1, 0.2] contains 0: tie; 0.96: -0.4, -0.6, -0.2 -> ERK wins.
+    # -0.1 -> mean 0, interval [-0.1, 0.2] contains 0: no winner; 0.96: -0.4, -0.6, -0.2 -> ERK.
     lamp = [[0.7, 0.5, 0.2], [0.8, 0.6, 0.1], [0.9, 0.4, 0.3]]
     erk = [[0.4, 0.6, 0.6], [0.5, 0.4, 0.7], [0.6, 0.5, 0.5]]
-    rows = curve_rows(lamp, GRID[1:], repair="bn_recal", allocation="lamp")
-    rows += curve_rows(erk, GRID[1:], repair="bn_recal", allocation="erk")
+    rows = curve_rows(lamp, GRID[1:], repair="bn_recal", allocation="lamp", images=False)
+    rows += curve_rows(erk, GRID[1:], repair="bn_recal", allocation="erk", images=False)
     comparison = analyse(tmp_path, rows).comparison.sort_values("sparsity")
-    assert comparison["winner"].tolist() == ["lamp", "tie", "erk"]
+    assert comparison["winner"].tolist() == ["lamp", "no winner", "erk"]
     first, middle, last = (row for _, row in comparison.iterrows())
     assert first["diff"] == pytest.approx(0.3)
     assert first["diff_lo"] == pytest.approx(0.3) and first["diff_hi"] == pytest.approx(0.3)
@@ -313,7 +329,7 @@ def test_comparison_flags_a_missing_allocation_point(tmp_path):
     comparison = analyse(tmp_path, rows).comparison
     gap = one(comparison, sparsity=0.94)
     assert gap["winner"] == "n/a" and "missing: erk" in gap["flags"]
-    assert one(comparison, sparsity=0.92)["winner"] == "tie"  # equal, deterministic
+    assert one(comparison, sparsity=0.92)["winner"] == "no winner"  # equal top-1
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -331,15 +347,36 @@ def test_vectorised_crossings_match_one_curve_at_a_time():
         np.testing.assert_equal(single.boundary, batch.boundary[i])
 
 
-def test_resampling_is_a_multinomial_over_seeds_and_quantiles_tolerate_censoring():
+def test_resampling_draws_are_multinomials_and_quantiles_tolerate_censoring():
     counts = resample_counts(5, 200, seed=1)
     assert counts.shape == (200, 5) and (counts.sum(axis=1) == 5).all()
     np.testing.assert_array_equal(counts, resample_counts(5, 200, seed=1))
-    values = np.array([[1.0, np.nan], [3.0, 4.0]])  # [seed, cell]
-    means = resampled_means(values, np.array([[1.0, 1.0], [2.0, 0.0]]))
-    np.testing.assert_allclose(means, [[2.0, 1.0], [4.0, np.nan]])
     q = quantiles(np.array([[-np.inf, 1.0, 2.0, np.inf, np.nan]]), (0.0, 0.5, 1.0))
     np.testing.assert_array_equal(q[:, 0], [-np.inf, 1.0, np.inf])
+
+
+def test_replicate_and_seed_weights_are_a_two_stage_draw():
+    weights = replicate_seed_weights(4, 3, 500, seed=2)
+    assert weights.shape == (500, 4, 3)
+    # 4 replicate slots of 3 seeds each; a replicate's total is 3 x the times it was drawn.
+    np.testing.assert_array_equal(weights.sum(axis=(1, 2)), 12)
+    assert (weights.sum(axis=2) % 3 == 0).all()
+    assert (weights.sum(axis=2) == 0).any()  # some resamples leave a replicate out
+    # Within a drawn replicate the seeds vary: not always 1 each.
+    drawn = weights[weights.sum(axis=2) == 3]
+    assert (drawn != 1).any()
+    np.testing.assert_array_equal(replicate_seed_weights(1, 1, 3, seed=0), np.ones((3, 1, 1)))
+
+
+def test_resampled_accuracy_is_the_weighted_mean_of_each_rows_bits():
+    rng = np.random.default_rng(3)
+    bits = rng.random((3, 37)) < 0.4
+    packed = np.array([np.packbits(b).tobytes() for b in bits] + [None], dtype=object)
+    top1 = np.r_[bits.mean(axis=1), 0.25]
+    weights = image_weights(37, 50, seed=0)
+    out = resampled_accuracy(packed, top1, weights)
+    np.testing.assert_allclose(out[:, :3], weights @ bits.T / 37, rtol=1e-6)
+    np.testing.assert_array_equal(out[:, 3], 0.25)  # no bits: the row's top-1 in every resample
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -374,8 +411,8 @@ def test_cli_csv_parses_into_the_regime_table(store, capsys):
     assert {"dataset", "arch", "allocation", "sparsity", "regime", "r_none", "flags"} <= set(
         frame.columns
     )
-    assert len(frame) == 8
-    erk = frame[frame["allocation"] == "erk"].sort_values("sparsity")
+    assert len(frame) == 8 * 3  # one row per default tau
+    erk = frame[(frame["allocation"] == "erk") & (frame["tau"] == 0.5)].sort_values("sparsity")
     assert erk["regime"].tolist() == ["intact", "bn_recoverable", "repair_sensitive", "collapsed"]
 
 
@@ -383,16 +420,17 @@ def test_cli_json_holds_every_table_with_flag_lists(store, capsys):
     assert main([str(store), "--format", "json", "--tau", "0.6"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document) == {
-        "tau",
+        "taus",
         "confidence",
         "resamples",
         "summary",
         "boundaries",
         "regimes",
         "comparison",
+        "repairs",
         "curves",
     }
-    assert document["tau"] == 0.6
+    assert document["taus"] == [0.6]
     boundary = document["boundaries"][0]
     assert {"boundary", "status", "bracket_lo", "bracket_hi", "ci_lo", "ci_hi"} <= set(boundary)
     assert isinstance(boundary["flags"], list)
@@ -404,7 +442,7 @@ def test_cli_table_and_single_table_views(store, capsys):
     assert "Regime map" in text and "Boundaries" in text and "LAMP - ERK" in text
     assert main([str(store), "--table", "boundaries", "--format", "csv"]) == 0
     frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert len(frame) == 6 and "boundary" in frame.columns
+    assert len(frame) == 6 * 3 and "boundary" in frame.columns  # 6 curves x 3 taus
 
 
 # (store kind or None for the good store, extra arguments, what the one line must say)
@@ -414,7 +452,10 @@ BAD_INPUTS = [
     ("foreign", [], "not a prune-sweep result store"),
     ("only_errors", [], "no ok rows (12 error rows; most common error: RuntimeError"),
     ("key_schema_1", [], "trial-key schema 1); upgrade it with python -m sweep.upgrade"),
-    (None, ["--tau", "1.5"], "tau"),
+    (None, ["--tau", "1.5"], "tau 1.5 is outside (0, 1); the default is 0.5,0.7,0.9"),
+    (None, ["--tau", "0.5,x"], "tau 'x' is not a number"),
+    (None, ["--tau", "0.5,,0.7"], "tau '' is not a number"),
+    (None, ["--tau", "nan"], "tau nan is outside (0, 1)"),
     (None, ["--format", "xml"], "invalid choice: 'xml'"),
     (None, ["--repair", "channel_var[tau=0.5]"], "unknown repair variant 'channel_var[tau=0.5]'"),
     (None, ["--format", "markdown", "--table", "curves"], "--table"),
@@ -469,7 +510,7 @@ def test_a_damaged_file_is_skipped_and_named_never_a_traceback(store, kind):
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"skipped damaged file {bad}: {reason}")
     assert "Traceback" not in result.stderr
-    assert len(pd.read_csv(io.StringIO(result.stdout))) == 8  # every good row still analysed
+    assert len(pd.read_csv(io.StringIO(result.stdout))) == 8 * 3  # every good row analysed
 
 
 # --- the Markdown results document ------------------------------------------------------------
@@ -520,44 +561,47 @@ def test_markdown_numbers_are_the_stores_and_the_regime_tables(variant_store, tm
     assert len(expected) == top1.size - 1  # one point has only an error row
     for (allocation, variant, sparsity), mean in expected.items():
         cell = top1.loc[f"{sparsity:g}", f"{allocation} / {variant}"]
-        assert cell.split(" [")[0] == f"{mean:.1f}", (allocation, variant, sparsity)
-    # Intervals: the regime table's bootstrap interval of r, in top-1 %.
-    dense, chance = tables.summary["dense_top1"].iloc[0], tables.summary["chance"].iloc[0]
+        shown = float(cell.split(" [")[0])  # one decimal: a tie at .x5 may round either way
+        assert abs(shown - mean) <= 0.05 + 1e-9, (allocation, variant, sparsity)
+    # Intervals: the regime table's hierarchical bootstrap interval of top-1, in %.
+    dense = tables.summary["dense_top1"].iloc[0]
     point = one(tables.curves, allocation="lamp", repair_variant=TAU_HALF, sparsity=0.94)
-    lo, hi = (100 * (chance + point[c] * (dense - chance)) for c in ("r_lo", "r_hi"))
+    lo, hi = 100 * point["top1_lo"], 100 * point["top1_hi"]
+    assert lo < 100 * point["top1"] < hi
     assert top1.loc["0.94", f"lamp / {TAU_HALF}"].endswith(f"[{lo:.1f}, {hi:.1f}]")
     assert f"Dense top-1 {100 * dense:.2f} %" in text
-    # Boundaries and regimes: the regime table's, row for row.
+    # Boundaries and regimes: the regime table's, row for row, one per curve and tau.
     boundaries = markdown_table(text, "### Regime boundaries")
-    assert len(boundaries) == len(tables.boundaries) == 8
+    assert len(boundaries) == len(tables.boundaries) == 8 * 3
     for row, (_, b) in zip(boundaries.itertuples(), tables.boundaries.iterrows(), strict=True):
-        assert (row[1], row[2]) == (b["allocation"], b["repair_variant"])
-        assert row[3] == ("—" if np.isnan(b["boundary"]) else f"{b['boundary']:.4f}")
-        assert row[4] == b["status"]
+        assert (row[1], row[2], row[3]) == (b["allocation"], b["repair_variant"], f"{b['tau']:g}")
+        assert row[4] == ("—" if np.isnan(b["boundary"]) else f"{b['boundary']:.4f}")
+        assert row[5] == b["status"]
+    against = markdown_table(text, "### Boundary against tau")
+    assert list(against.columns[2:]) == ["tau = 0.5", "tau = 0.7", "tau = 0.9"]
+    assert len(against) == 8
     regimes = markdown_table(text, "### Regime per sparsity").set_index("sparsity")
     for r in tables.regimes.itertuples():
-        assert regimes.loc[f"{r.sparsity:g}", r.allocation] == r.regime
+        assert regimes.loc[f"{r.sparsity:g}", f"{r.allocation} (tau = {r.tau:g})"] == r.regime
     # Provenance: from the store, and the command that writes it again.
     provenance = dict(markdown_table(text, "# prune-sweep results").iloc[:, :2].values)
     assert provenance["result store"] == f"`{variant_store}`"
     assert provenance["rows"].startswith(f"{len(ok)} ok, {len(frame) - len(ok)} error")
     assert provenance["dense checkpoints (sha256)"] == f"`{frame['checkpoint_sha256'][0][:12]}`"
-    assert provenance["eval images"] == "10000" and provenance["calibration seeds"] == "0, 1, 2"
+    assert provenance["eval images"] == "2000" and provenance["calibration seeds"] == "0, 1, 2"
     assert provenance["skipped damaged files"] == "none"
     command = f"python -m analysis.regimes {variant_store} --format markdown --out {out}"
     assert f"    {command}\n" in text
 
 
-def test_markdown_regeneration_keeps_the_hand_written_notes(variant_store, tmp_path, capsys):
+def test_markdown_regeneration_rewrites_the_whole_document(variant_store, tmp_path, capsys):
     out = tmp_path / "results.md"
     assert main([str(variant_store), "--format", "markdown", "--out", str(out)]) == 0
-    notes = "\n## Notes\n\nWritten by hand.\n"
-    out.write_text(out.read_text(encoding="utf-8") + notes, encoding="utf-8")
+    out.write_text(out.read_text(encoding="utf-8") + "\n## Notes\n\nWritten by hand.\n")
     argv = [str(variant_store), "--format", "markdown", "--out", str(out), "--repair", TAU_HALF]
     assert main(argv) == 0
     text = out.read_text(encoding="utf-8")
-    assert text.endswith(NOTES_MARKER + "\n" + notes)
-    assert text.count(NOTES_MARKER) == 1
+    assert "Written by hand" not in text
     header = markdown_table(text, "### Top-1 %").columns
     assert list(header) == ["sparsity", f"erk / {TAU_HALF}", f"lamp / {TAU_HALF}"]
     assert f"--repair '{TAU_HALF}'" in text  # the regenerating command names the selection

@@ -66,8 +66,9 @@ def test_report_is_one_self_contained_page(report):
     page = report.replace(plotly_js, "")  # the bundle itself names a CDN for geo maps only
     assert not re.search(r"<(script|link)[^>]+(src|href)=", page)
     assert "https://" not in page
-    assert len(PLOT_DIV.findall(report)) == 5
-    for anchor in ("regime-map", "accuracy", "lamp-erk", "density", "fidelity", "provenance"):
+    assert len(PLOT_DIV.findall(report)) == 6
+    anchors = ("regime-map", "accuracy", "lamp-erk", "tau", "repairs", "density", "fidelity")
+    for anchor in (*anchors, "provenance"):
         assert f'<section id="{anchor}">' in report
     assert len(report.encode()) < 10e6
 
@@ -85,7 +86,7 @@ def test_provenance_counts_trials_and_failures(store, report):
 @pytest.fixture(scope="module")
 def parts(store):
     results = load_results(store, EXTRA_COLUMNS)
-    return results, regime_table(results.frame, 0.5)
+    return results, regime_table(results.frame)
 
 
 def test_every_figure_is_valid_plotly(parts):
@@ -94,6 +95,7 @@ def test_every_figure_is_valid_plotly(parts):
         figures.regime_map(tables),
         figures.accuracy_panels(tables),
         figures.difference_map(tables),
+        figures.boundary_against_tau(tables),
         figures.density_profiles(density_profiles(results.scan, 0.92), 0.92),
         figures.fidelity_scatter(fidelity_points(results.frame)),
     ]
@@ -108,8 +110,8 @@ def test_regime_map_has_a_cell_per_grid_point_and_boundary_markers(parts):
     assert len(heatmap["y"]) == 4  # (dataset, arch, allocation) rows
     assert heatmap["x"] == list(GRID.sparsities)
     assert all(len(row) == 4 for row in heatmap["z"])
-    crossed = tables.boundaries["boundary"].notna().sum()
-    assert sum(len(trace["x"]) for trace in markers) == crossed
+    first = tables.boundaries[tables.boundaries["tau"] == tables.taus[0]]
+    assert sum(len(trace["x"]) for trace in markers) == first["boundary"].notna().sum()
 
 
 def test_accuracy_panels_band_and_line_per_repair_and_regime_shading(parts):
@@ -124,6 +126,40 @@ def test_accuracy_panels_band_and_line_per_repair_and_regime_shading(parts):
     )
     # Trace points are aggregates: never more than one per grid sparsity.
     assert max(len(t["x"]) for t in fig["data"] if t.get("mode")) <= len(GRID.sparsities)
+
+
+def test_boundary_against_tau_has_a_panel_per_allocation_and_a_line_per_variant(parts):
+    _, tables = parts
+    fig = figures.boundary_against_tau(tables)
+    panels = 2 * 2  # (dataset, arch) x allocation
+    assert len(fig["data"]) == panels * 3  # one line per repair variant
+    assert sum(1 for key in fig["layout"] if key.startswith("xaxis")) == panels
+    for trace in fig["data"]:
+        assert trace["x"] == [0.5, 0.7, 0.9]  # every default tau, one boundary each
+        shown = [
+            (y, up, down) for y, up, down in zip(trace["y"], *_errors(trace), strict=True) if y
+        ]
+        assert all(up >= 0 and down >= 0 for _, up, down in shown)
+
+
+def _errors(trace: dict) -> tuple[list, list]:
+    return trace["error_y"]["array"], trace["error_y"]["arrayminus"]
+
+
+def test_difference_map_greys_cells_at_chance_and_explains_every_mark(parts):
+    _, tables = parts
+    fig = figures.difference_map(tables)
+    heatmap, chance, *legend = fig["data"]
+    comparison = tables.comparison
+    winners = set(comparison["winner"])
+    assert {"both at chance", "no winner"} <= winners  # the synthetic grid has both kinds
+    # Cells at chance carry no colour of a difference, only the grey layer and the letter 0.
+    for y, row in enumerate(heatmap["text"]):
+        for x, letter in enumerate(row):
+            at_chance = letter == figures.WINNER_MARKS["both at chance"][0]
+            assert (heatmap["z"][y][x] is None) == (at_chance or letter == "")
+            assert (chance["z"][y][x] is not None) == at_chance
+    assert [t["name"] for t in legend] == [text for _, text in figures.WINNER_MARKS.values()]
 
 
 def test_density_profiles_read_one_row_per_allocation(store):
@@ -146,7 +182,7 @@ def test_without_lamp_there_is_no_difference_map(tmp_path):
         root
     )
     page = write_report(root, tmp_path / "r.html").read_text(encoding="utf-8")
-    assert len(PLOT_DIV.findall(page)) == 4 and 'id="lamp-erk"' not in page
+    assert len(PLOT_DIV.findall(page)) == 5 and 'id="lamp-erk"' not in page
 
 
 def test_cli_writes_next_to_the_store_by_default(store, capsys):
@@ -163,7 +199,8 @@ BAD_INPUTS = [
     ("foreign", [], "not a prune-sweep result store"),
     ("only_errors", [], "has no ok rows"),
     ("key_schema_1", [], "upgrade it with python -m sweep.upgrade"),
-    (None, ["--tau", "0"], "tau"),
+    (None, ["--tau", "0"], "tau 0 is outside (0, 1)"),
+    (None, ["--tau", "0.5,abc"], "tau 'abc' is not a number"),
     (None, ["--density-sparsity", "0.5"], "not a grid point"),
     (None, ["--density-sparsity", "half"], "invalid float value: 'half'"),
     (None, ["--repair", "layer_var"], "unknown repair variant 'layer_var'"),

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
 )
-EXPECTED_PLOTS = 5  # regime map, accuracy panels, LAMP - ERK, densities, fidelity
+EXPECTED_PLOTS = 6  # regime map, accuracy, LAMP - ERK, boundary against tau, densities, fidelity
 PROBE = """<script>
 (() => {
   const seen = [];

@@ -1,4 +1,5 @@
-"""Dense training: loss goes down, resume is exact, bad input exits 2, ImageNet init from cache."""
+"""Dense training: loss goes down, resume is exact, the seed decides a replicate, bad input exits
+2, ImageNet init from cache."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from sweep.errors import UserError
 from sweep.pretrain import main as pretrain_main
-from sweep.tasks import data
-from sweep.tasks.models import build_model, checkpoint_path, load_checkpoint
+from sweep.tasks import data, train
+from sweep.tasks.datasets.training import AugmentedArrays
+from sweep.tasks.models import (
+    build_model,
+    checkpoint_path,
+    load_checkpoint,
+    load_state_dict_file,
+    verify_checkpoint,
+)
 from sweep.tasks.train import Recipe, ThreadTuner, fit, init_from_imagenet, train_dense
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +211,7 @@ def _pretrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def _existing_checkpoints(out: Path) -> None:
     for dataset in ("fashion_mnist", "cifar10"):
         (out / dataset).mkdir(parents=True)
-        (out / dataset / "resnet20.pt").write_bytes(b"keep me")
+        (out / dataset / "resnet20-seed0.pt").write_bytes(b"keep me")
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -227,6 +236,9 @@ FM = ["--dataset", "fashion_mnist", "--arch", "resnet20"]
         ([*FM, "--workers", "-1"], "workers -1 is negative"),
         ([*FM, "--threads", "0"], "threads 0 is too small"),
         ([*FM, "--device", "tpu"], "device 'tpu' is not available"),
+        ([*FM, "--seed", "-1"], "seed -1 is not allowed; expected an integer from 0 to"),
+        ([*FM, "--seed", "x"], "--seed: invalid int value: 'x'"),
+        ([*FM, "--seed", "1.5"], "--seed: invalid int value: '1.5'"),
         ([*FM, "--out", "a_file"], "output folder a_file/fashion_mnist cannot be created: a_file"),
         ([*FM, "--out", "a_file/sub"], "cannot be created: a_file is a file"),
         ([*FM, "--colour", "blue"], "unrecognized arguments: --colour blue"),
@@ -260,7 +272,7 @@ def test_cli_refuses_to_replace_an_unverifiable_checkpoint(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "sidecar" in lines[0] and "--force" in lines[0], result.stderr
-    assert _files(out)["fashion_mnist/resnet20.pt"] == b"keep me"
+    assert _files(out)["fashion_mnist/resnet20-seed0.pt"] == b"keep me"
 
 
 def test_cli_help_explains_defaults(tmp_path):
@@ -281,9 +293,9 @@ def test_train_dense_smoke_run_writes_a_loadable_checkpoint(tmp_path):
     kwargs["cache_dir"] = tmp_path / "cache"
     logs: list[str] = []
     meta = train_dense("fashion_mnist", "resnet20", 1, tmp_path, log=logs.append, **kwargs)
-    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20")
+    path = checkpoint_path(tmp_path, "fashion_mnist", "resnet20", 0)
     assert not path.with_suffix(".resume.pt").exists()
-    model, loaded = load_checkpoint(path, "resnet20", "fashion_mnist", 10)
+    model, loaded = load_checkpoint(path, "resnet20", "fashion_mnist", 10, replicate=0)
     assert loaded == meta and 0.0 <= meta.dense_top1 <= 1.0
     assert meta.recipe["train_images"] == 256 and meta.recipe["eval_images"] == 256
     assert meta.recipe["epochs"] == 1 and meta.recipe["init"] == "scratch"
@@ -291,3 +303,101 @@ def test_train_dense_smoke_run_writes_a_loadable_checkpoint(tmp_path):
     again = train_dense("fashion_mnist", "resnet20", 1, tmp_path, log=logs.append, **kwargs)
     assert again == meta and path.read_bytes() == before
     assert "exists" in logs[-1] and "--force" in logs[-1]
+
+
+# --------------------------------------------------------------------------- replicates
+
+
+def _inputs_seen(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Every batch the model is fed from now on (what shuffling and augmentation produced)."""
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+class _Positions(Dataset):
+    """Items carry their own position, so the batches fed to the model show the shuffle."""
+
+    def __len__(self) -> int:
+        return 32
+
+    def __getitem__(self, index: int):
+        return torch.full((1, 8, 8), float(index)), index % 2
+
+
+def test_the_seed_decides_the_shuffle():
+    def order(seed: int) -> list[torch.Tensor]:
+        model = _model()
+        seen = _inputs_seen(model)
+        fit(model, _Positions(), Recipe(epochs=2, batch_size=8, seed=seed), progress=False)
+        return seen
+
+    first = order(0)
+    assert _same(first, order(0)) and not _same(first, order(1))
+    positions = torch.cat([batch[:, 0, 0, 0] for batch in first[:4]])
+    assert sorted(positions.tolist()) == list(range(32))  # one epoch shows every item once
+
+
+def test_the_seed_decides_the_augmentation():
+    """One image repeated: the shuffle changes nothing, only the random crops and flips do."""
+    image = np.random.default_rng(0).integers(0, 256, (1, 1, 8, 8), dtype=np.uint8)
+    repeated = AugmentedArrays(
+        np.repeat(image, 32, axis=0), np.arange(32) % 2, lambda x: x.float(), pad=2, augment=True
+    )
+
+    def inputs(seed: int) -> list[torch.Tensor]:
+        model = _model()
+        seen = _inputs_seen(model)
+        fit(model, repeated, Recipe(epochs=1, batch_size=8, seed=seed), progress=False)
+        return seen
+
+    first = inputs(0)
+    assert _same(first, inputs(0)) and not _same(first, inputs(1))
+
+
+@needs_fashion_mnist
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@needs_fashion_mnist
+def test_replicates_differ_by_seed_and_record_it(tmp_path, monkeypatch):
+    """A tiny budget (2 steps of 8 images): the seed decides the initial weights, the batches
+    and so the trained weights; the path and the sidecar carry the seed and the held-out split."""
+    real_fit = train.fit
+    initial: list[dict[str, torch.Tensor]] = []
+    batches: list[list[torch.Tensor]] = []
+
+    def recording_fit(model, train_data, recipe, **kwargs):
+        initial.append({k: v.clone() for k, v in model.state_dict().items()})
+        batches.append(_inputs_seen(model))
+        return real_fit(model, train_data, recipe, **kwargs)
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    options = dict(train_limit=16, eval_limit=16, batch_size=8, threads=1, progress=False)
+    trained = []
+    for seed, out in ((0, "a"), (0, "b"), (1, "a")):
+        train_dense(
+            "fashion_mnist", "resnet20", 1, tmp_path / out, cache_dir=tmp_path / "cache",
+            seed=seed, log=lambda _: None, **options,
+        )  # fmt: skip
+        path = checkpoint_path(tmp_path / out, "fashion_mnist", "resnet20", seed)
+        trained.append(load_state_dict_file(path))  # the files' bytes differ on every save
+    for runs in (initial, trained):
+        assert _equal(runs[0], runs[1]) and not _equal(runs[0], runs[2])
+    assert _same(batches[0], batches[1]) and not _same(batches[0], batches[2])
+
+    held = data.validation_split("fashion_mnist")
+    for seed in (0, 1):
+        path = checkpoint_path(tmp_path / "a", "fashion_mnist", "resnet20", seed)
+        assert path.name == f"resnet20-seed{seed}.pt"
+        meta = verify_checkpoint(path, "fashion_mnist", "resnet20", seed)
+        assert meta.seed == seed == meta.recipe["seed"]
+        assert meta.held_out == held.record() and meta.held_out["images"] == 5000
+    assert sorted(p.name for p in (tmp_path / "a" / "fashion_mnist").iterdir()) == [
+        "resnet20-seed0.json", "resnet20-seed0.pt", "resnet20-seed1.json", "resnet20-seed1.pt",
+    ]  # fmt: skip

@@ -24,6 +24,7 @@ from support import needs_fashion_mnist
 from sweep import launch, upgrade
 from sweep.store import ResultStore, StoreError, read_results
 from sweep.tasks import models
+from sweep.tasks.datasets.holdout import holdout
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LEGACY_STORE = FIXTURES / "legacy_store_v1"
@@ -34,12 +35,13 @@ def _legacy_checkpoint(root: Path) -> str:
     """The fixture's dense checkpoint, rebuilt: same seed, same file name, same bytes."""
     torch.manual_seed(0)
     model = models.build_model("resnet18", num_classes=10, in_channels=1, image_size=28)
-    path = models.checkpoint_path(root, "fashion_mnist", "resnet18")
-    path.parent.mkdir(parents=True)
-    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    then = root / "fashion_mnist" / "resnet18.pt"
+    then.parent.mkdir(parents=True)
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, then)
+    path = then.rename(models.checkpoint_path(root, "fashion_mnist", "resnet18", 0))
     meta = models.CheckpointMeta(
         arch="resnet18", dataset="fashion_mnist", num_classes=10, in_channels=1, image_size=28,
-        sha256=models.file_sha256(path),
+        sha256=models.file_sha256(path), seed=0, held_out=holdout("fashion_mnist", 60000).record(),
     )  # fmt: skip
     models.sidecar_path(path).write_text(json.dumps(dataclasses.asdict(meta)))
     return meta.sha256

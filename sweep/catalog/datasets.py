@@ -4,6 +4,11 @@ The grid validator, the launcher (a test-split size canonicalises `eval_limit`),
 the CLIs read these without paying for torch; `sweep.tasks.data` keys into them to load images.
 Download URLs and MD5s are torchvision's (tests/test_download.py checks them against its tables),
 so `python -m sweep.data download` fetches exactly the files torchvision would.
+
+Each train split holds out `val_size` images as the validation split, which neither dense training
+nor calibration ever sees (which ones: `sweep.tasks.datasets.holdout`). A sweep evaluates on one
+of EVAL_SPLITS: "test" (the official test split; the `val` folder of the ImageNet-style datasets)
+or "val" (the held-out train images, with test-time preprocessing).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+
+EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,9 @@ class DatasetInfo:
     mean: tuple[float, ...]  # per channel, of pixels scaled to [0, 1]
     std: tuple[float, ...]
     train_size: int  # images in the official train split
-    test_size: int  # images in the split the sweep evaluates on (`eval_split`)
-    eval_split: str  # "test", or "val" for the ImageNet-style folders
+    val_size: int  # of those, held out as the validation split (sweep.tasks.datasets.holdout)
+    test_size: int  # images in the official split reported as "test" (folder `test_folder`)
+    test_folder: str  # "test", or "val" for the ImageNet-style folders
     stored_shape: tuple[int, ...] | None  # one image as stored (what synthetic files must hold);
     # None: image files of any size, resized and centre-cropped to `image_size` on load
     crop_padding: int | None  # training crop: zero padding of a random crop + flip;
@@ -104,8 +112,9 @@ def _cifar(
         mean=mean,
         std=std,
         train_size=50000,
+        val_size=5000,
         test_size=10000,
-        eval_split="test",
+        test_folder="test",
         stored_shape=(3, 32, 32),
         crop_padding=4,
         default_epochs=30,
@@ -124,8 +133,9 @@ DATASETS: dict[str, DatasetInfo] = {
             mean=(0.2860,),
             std=(0.3530,),
             train_size=60000,
+            val_size=5000,
             test_size=10000,
-            eval_split="test",
+            test_folder="test",
             stored_shape=(28, 28),
             crop_padding=2,
             default_epochs=4,  # the 2-core demo budget
@@ -175,8 +185,9 @@ DATASETS: dict[str, DatasetInfo] = {
             mean=_IMAGENET_MEAN,
             std=_IMAGENET_STD,
             train_size=9469,  # imagenette2 (the 2019 release), every size variant
+            val_size=947,  # 10 %
             test_size=3925,
-            eval_split="val",
+            test_folder="val",
             stored_shape=None,
             crop_padding=None,
             default_epochs=5,
@@ -201,8 +212,9 @@ DATASETS: dict[str, DatasetInfo] = {
             mean=_IMAGENET_MEAN,
             std=_IMAGENET_STD,
             train_size=126689,  # ImageNet-1k train images of the 100 classes
+            val_size=12669,  # 10 %
             test_size=5000,  # 50 ImageNet-1k validation images per class
-            eval_split="val",
+            test_folder="val",
             stored_shape=None,
             crop_padding=None,
             default_epochs=5,

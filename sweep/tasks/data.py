@@ -1,8 +1,10 @@
 """Datasets of the sweep: training sets, the calibration and eval sets, and getting the files.
 
 Labels stop in this module. A `CalibrationSet` is built from pixels alone, so repair code cannot
-see a label even by accident. Calibration and eval images are decoded once into a content-keyed
-uint8 cache, so repeated trials never unpickle or decode JPEGs again.
+see a label even by accident. Each train split holds out its validation split
+(`sweep.tasks.datasets.holdout`): `train_dataset` and `calibration_set` never serve those images,
+and `eval_set(..., split="val")` evaluates on them. Calibration and eval images are decoded once
+into a content-keyed uint8 cache, so repeated trials never unpickle or decode JPEGs again.
 
 The facts about each dataset live in `sweep.catalog.datasets`; `get_spec` returns its entry.
 Where the files are: `find_data`; `download` (`python -m sweep.data download NAME`) fetches the
@@ -23,10 +25,11 @@ import numpy as np
 import torch
 
 from sweep.cache import default_cache_dir
-from sweep.catalog.datasets import DATASETS, DatasetInfo
+from sweep.catalog.datasets import DATASETS, EVAL_SPLITS, DatasetInfo
 from sweep.errors import DataMissingError, UnknownNameError, UserError
 from sweep.tasks.datasets import cache
 from sweep.tasks.datasets.download import MIRROR_ENV, SKIP_CHECKSUMS_ENV, check_mirror, fetch
+from sweep.tasks.datasets.holdout import RULE, Holdout, holdout, index_digest
 from sweep.tasks.datasets.sources import SOURCES, Split
 
 DEFAULT_DATA_ROOT = Path("data")
@@ -99,19 +102,40 @@ def download(
     return located
 
 
+class TrainingImages(torch.utils.data.Subset):
+    """The train split without its validation split; `holdout` says which images were left out."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, held: Holdout) -> None:
+        super().__init__(dataset, held.train.tolist())
+        self.holdout = held
+
+
 def train_dataset(
     name: str, data_root: Path | str | None = None, augment: bool = True, download: bool = True
-) -> torch.utils.data.Dataset:
-    """Training split; items (float normalised CxHxW tensor, int label).
+) -> TrainingImages:
+    """The train split minus the validation split; items (float normalised CxHxW tensor, int
+    label), in train-split order.
 
     With `augment`: random crop (zero padding 4 at 32 px, 2 for Fashion-MNIST) + horizontal flip,
     batched on the split held in memory; RandomResizedCrop(224) + flip for the folder datasets.
     Without it: test-time preprocessing.
     """
     spec = get_spec(name)
-    return _open(name, data_root, train=True, allow_download=download).training_set(
-        augment, spec.normalize
-    )
+    split = _open(name, data_root, train=True, allow_download=download)
+    return TrainingImages(split.training_set(augment, spec.normalize), holdout(name, len(split)))
+
+
+def validation_split(name: str, data_root: Path | str | None = None) -> Holdout:
+    """Which positions of `name`'s train split (as found under the data root) are held out."""
+    get_spec(name)
+    return holdout(name, len(_open(name, data_root, train=True)))
+
+
+def calibration_indices(held: Holdout, size: int, seed: int) -> np.ndarray:
+    """Train-split positions of a calibration draw: `size` of the training images (never the
+    validation split), in the order of a torch randperm seeded with `seed`."""
+    order = torch.randperm(len(held.train), generator=torch.Generator().manual_seed(seed))
+    return held.train[order[:size].numpy()]
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,22 +166,25 @@ def calibration_set(
     data_root: Path | str | None = None,
     cache_dir: Path | str | None = None,
 ) -> CalibrationSet:
-    """`size` train-split images drawn with `seed` (torch randperm), test-time preprocessing."""
+    """`size` training images (`calibration_indices`), test-time preprocessing."""
     spec = get_spec(name)
     if size < 1:
         raise UserError(f"calibration size {size} must be a positive number of images")
     split = _open(name, data_root, train=True)
 
     def decode() -> cache.Decoded:
-        total = len(split)
-        if size > total:
-            raise UserError(f"calibration size {size} exceeds the {total} train images of {name}")
-        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-        indices = order[:size].numpy()
-        header = {"dataset": name, "size": size, "seed": seed, "indices": _digest(indices)}
+        held = holdout(name, len(split))
+        if size > len(held.train):
+            raise UserError(
+                f"calibration size {size} exceeds the {len(held.train)} train images of {name} "
+                f"outside its validation split"
+            )
+        indices = calibration_indices(held, size, seed)
+        header = {"dataset": name, "size": size, "seed": seed, "indices": index_digest(indices)}
         return cache.Decoded(header, _shape(spec, size), split.images(indices), labels=None)
 
-    base = _cache_base(cache_dir, "calibration", name, split, {"size": size, "seed": seed})
+    choice = {"size": size, "seed": seed, "holdout": RULE}
+    base = _cache_base(cache_dir, "calibration", name, split, choice)
     key = cache.ensure(base, decode, with_labels=False)
     images = torch.from_numpy(np.load(cache.paths(base)[0]))
     return CalibrationSet(images=images, spec=spec, key=key)
@@ -165,7 +192,7 @@ def calibration_set(
 
 @dataclass(frozen=True, eq=False)
 class EvalSet:
-    """The test split (val for the folder datasets), decoded once, memory-mapped."""
+    """An eval split (see `eval_set`), decoded once, memory-mapped."""
 
     images: np.ndarray  # uint8 [N,C,H,W], read-only memmap of the cache file
     labels: np.ndarray  # int64 [N]
@@ -188,30 +215,36 @@ def eval_set(
     data_root: Path | str | None = None,
     cache_dir: Path | str | None = None,
     limit: int | None = None,
+    split: str = "test",
 ) -> EvalSet:
-    """The eval split from `<cache_dir>/eval/<name>-<digest>.npy`, decoding it on first use.
+    """An eval split from `<cache_dir>/eval/<name>-<digest>.npy`, decoding it on first use.
 
+    `split`: "test", the official test split (the `val` folder of the ImageNet-style datasets),
+    or "val", the validation split held out of the train split, with test-time preprocessing.
     `limit` keeps the first `limit` images of a fixed (seed 0) shuffle of the split, in file
     order: the folder datasets are sorted by class, so a plain prefix would hold few classes.
     """
     spec = get_spec(name)
+    if split not in EVAL_SPLITS:
+        raise UnknownNameError("eval split", split, EVAL_SPLITS)
     if limit is not None and limit < 1:
         raise UserError(f"eval limit {limit} must be a positive number of images (or None)")
-    split = _open(name, data_root, train=False)
+    source = _open(name, data_root, train=split == "val")
 
     def decode() -> cache.Decoded:
-        total = len(split)
-        if limit is None or limit >= total:
-            indices = np.arange(total)
+        pool = holdout(name, len(source)).val if split == "val" else np.arange(len(source))
+        if limit is None or limit >= len(pool):
+            indices = pool
         else:
             seeded = torch.Generator().manual_seed(_EVAL_SUBSET_SEED)
-            indices = np.sort(torch.randperm(total, generator=seeded)[:limit].numpy())
-        header = {"dataset": name, "images": len(indices)}
+            indices = np.sort(pool[torch.randperm(len(pool), generator=seeded)[:limit].numpy()])
+        header = {"dataset": name, "split": split, "images": len(indices)}
         return cache.Decoded(
-            header, _shape(spec, len(indices)), split.images(indices), split.labels()[indices]
+            header, _shape(spec, len(indices)), source.images(indices), source.labels()[indices]
         )
 
-    base = _cache_base(cache_dir, "eval", name, split, {"limit": limit})
+    choice = {"split": split, "limit": limit} | ({"holdout": RULE} if split == "val" else {})
+    base = _cache_base(cache_dir, "eval", name, source, choice)
     key = cache.ensure(base, decode, with_labels=True)
     image_file, label_file, _ = cache.paths(base)
     return EvalSet(
@@ -258,10 +291,6 @@ def _cache_base(
 
 def _data_root(data_root: Path | str | None) -> Path:
     return Path(data_root if data_root is not None else DEFAULT_DATA_ROOT).expanduser().absolute()
-
-
-def _digest(indices: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64)).hexdigest()
 
 
 def _shape(spec: DatasetInfo, count: int) -> tuple[int, int, int, int]:

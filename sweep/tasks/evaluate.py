@@ -233,6 +233,36 @@ def _predict(
     return torch.cat(outputs).cpu(), torch.cat(labels).cpu()
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics plus each image's outcome, so two trials on the same images compare paired."""
+
+    metrics: Metrics
+    predictions: np.ndarray  # uint16 predicted class per image, eval-set order
+    correct: np.ndarray  # bool per image
+
+    def packed_correct(self) -> bytes:
+        """The correctness bits as numpy.packbits bytes (big-endian bit order)."""
+        return np.packbits(self.correct).tobytes()
+
+
+def evaluate_per_image(
+    model: nn.Module,
+    eval_set: EvalBatches,
+    dense_logits: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+    compile: bool = False,
+) -> Evaluation:
+    """`evaluate`, keeping every image's predicted class and whether it was right."""
+    logits, labels = _predict(model, eval_set, torch.device(device), compile, EVAL_BATCH_SIZE)
+    predicted = logits.argmax(1)
+    return Evaluation(
+        metrics=metrics_from_logits(logits, labels, dense_logits),
+        predictions=predicted.numpy().astype(np.uint16),
+        correct=(predicted == labels.long()).numpy(),
+    )
+
+
 def evaluate(
     model: nn.Module,
     eval_set: EvalBatches,
@@ -241,5 +271,4 @@ def evaluate(
     compile: bool = False,
 ) -> Metrics:
     """Metrics of `model` on the eval set; fidelity metrics when the dense logits are given."""
-    logits, labels = _predict(model, eval_set, torch.device(device), compile, EVAL_BATCH_SIZE)
-    return metrics_from_logits(logits, labels, dense_logits)
+    return evaluate_per_image(model, eval_set, dense_logits, device, compile).metrics

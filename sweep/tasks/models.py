@@ -5,11 +5,13 @@ names (``conv1``/``bn1``/``layer1``…/``fc`` for ResNets, ``features.*``/``clas
 DenseNet) so that pruning and repair code can walk all of them alike, and so that a checkpoint's
 state_dict keys are the ones torchvision users expect.
 
-A checkpoint is a plain state_dict file ``<dir>/<dataset>/<arch>.pt`` (loaded with
-``weights_only=True``, so opening one never runs code) plus a JSON sidecar ``<arch>.json`` that
-says what the weights are and carries their sha256 and the digest of the architecture's layout
-(:func:`arch_digest`), so a truncated, replaced or mismatched file, or one trained for an older
-layout of its architecture, is refused with a one-line :class:`CheckpointError` instead of
+A checkpoint is one *replicate*: the dense model of a (dataset, arch) trained with seed N, a
+plain state_dict file ``<dir>/<dataset>/<arch>-seed<N>.pt`` (loaded with ``weights_only=True``, so
+opening one never runs code) plus a JSON sidecar ``<arch>-seed<N>.json`` that says what the
+weights are: the seed, the validation split training held out, their sha256 and the digest of the
+architecture's layout (:func:`arch_digest`). So a truncated, replaced or mismatched file, another
+replicate, or one that is outdated (trained for an older layout of its architecture, or before
+the validation split existed) is refused with a one-line :class:`CheckpointError` instead of
 silently pruning the wrong network.
 """
 
@@ -19,6 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,8 +168,16 @@ def arch_digest(arch: str, num_classes: int, in_channels: int, image_size: int) 
 # --------------------------------------------------------------------------- checkpoints
 
 
-class OldLayoutError(CheckpointError):
-    """A checkpoint trained for an older layout of its architecture; says how to retrain it."""
+class OutdatedCheckpointError(CheckpointError):
+    """A sound checkpoint that this version must not use; the message says how to retrain it."""
+
+
+class OldLayoutError(OutdatedCheckpointError):
+    """A checkpoint trained for an older layout of its architecture."""
+
+
+class StaleCheckpointError(OutdatedCheckpointError):
+    """A checkpoint trained before the validation split existed: it has seen those images."""
 
 
 @dataclass
@@ -183,6 +194,9 @@ class CheckpointMeta:
     sha256: str = ""
     created_at: str = ""
     arch_digest: str = ""  # empty in sidecars written before layouts were recorded
+    seed: int | None = None  # the replicate: its training seed (None in older sidecars)
+    held_out: dict | None = None  # the validation split training left out (`Holdout.record`);
+    # None in sidecars written before it existed, whose training saw those images
 
     @classmethod
     def from_dict(cls, data: dict) -> CheckpointMeta:
@@ -218,12 +232,37 @@ def _check_sidecar_fields(meta: CheckpointMeta) -> None:
             raise ValueError(f"{name} {value!r} is not a {kind.__name__}")
         if kind is int and value < 1:
             raise ValueError(f"{name} {value!r} is not positive")
-    if len(meta.sha256) != 64 or not all(c in "0123456789abcdef" for c in meta.sha256):
-        raise ValueError(f"sha256 {meta.sha256[:20]!r} is not 64 hex digits")
+    _check_sha256("sha256", meta.sha256)
+    if meta.seed is not None and not _is_seed(meta.seed):
+        raise ValueError(f"seed {meta.seed!r} is not an integer from 0 to {MAX_SEED}")
+    if meta.held_out is not None:
+        if not isinstance(meta.held_out, dict):
+            raise ValueError(f"held_out {meta.held_out!r} is not an object")
+        _check_sha256("held_out.sha256", meta.held_out.get("sha256"))
 
 
-def checkpoint_path(checkpoint_dir: Path | str, dataset: str, arch: str) -> Path:
-    return Path(checkpoint_dir) / dataset / f"{arch}.pt"
+def _check_sha256(name: str, value: object) -> None:
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise ValueError(f"{name} {str(value)[:20]!r} is not 64 hex digits")
+
+
+MAX_SEED = 2**32 - 1  # torch seeds are 64-bit; training derives per-epoch seeds from this one
+
+
+def _is_seed(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+
+
+def check_seed(seed: object) -> int:
+    """A replicate seed: an integer from 0 to MAX_SEED (UserError otherwise, naming it)."""
+    if not _is_seed(seed):
+        raise UserError(f"seed {seed!r} is not allowed; expected an integer from 0 to {MAX_SEED}")
+    return seed
+
+
+def checkpoint_path(checkpoint_dir: Path | str, dataset: str, arch: str, replicate: int) -> Path:
+    """``<dir>/<dataset>/<arch>-seed<replicate>.pt``: one file per replicate."""
+    return Path(checkpoint_dir) / dataset / f"{arch}-seed{check_seed(replicate)}.pt"
 
 
 def sidecar_path(path: Path | str) -> Path:
@@ -318,13 +357,23 @@ def read_meta(path: Path | str) -> CheckpointMeta:
     return meta
 
 
-def _retrain_command(path: Path, meta: CheckpointMeta) -> str:
-    """The pretrain command that rewrites the checkpoint at ``path``."""
-    command = f"python -m sweep.pretrain --dataset {meta.dataset} --arch {meta.arch}"
-    out = path.parent.parent
-    if checkpoint_path(out, meta.dataset, meta.arch) == path and out != Path("checkpoints"):
-        command += f" --out {out}"
-    return command + " --force"
+_SEEDED_NAME = re.compile(r"(?P<arch>.+)-seed(?P<seed>\d+)")
+
+
+def _retrain_command(path: Path, dataset: str | None, arch: str | None, seed: int | None) -> str:
+    """The pretrain command that (re)writes the checkpoint at ``path``; what is not given is read
+    from the path (``<out>/<dataset>/<arch>-seed<N>.pt``)."""
+    named = _SEEDED_NAME.fullmatch(path.stem)
+    dataset = dataset or path.parent.name
+    arch = arch or (named["arch"] if named else path.stem)
+    seed = seed if seed is not None else int(named["seed"]) if named else None
+    command = f"python -m sweep.pretrain --dataset {dataset} --arch {arch}"
+    if seed is not None:
+        command += f" --seed {seed}"
+        out = path.parent.parent
+        if checkpoint_path(out, dataset, arch, seed) == path and out != Path("checkpoints"):
+            command += f" --out {out}"
+    return command
 
 
 def _checked_state(
@@ -334,14 +383,10 @@ def _checked_state(
     ``expected`` maps sidecar fields to the values asked for (None: anything)."""
     path = Path(path)
     if not path.is_file():
-        dataset, arch = (
-            expected.get("dataset") or path.parent.name,
-            expected.get("arch") or path.stem,
+        command = _retrain_command(
+            path, expected.get("dataset"), expected.get("arch"), expected.get("seed")
         )
-        raise CheckpointError(
-            f"checkpoint {path} not found; train it with python -m sweep.pretrain "
-            f"--dataset {dataset} --arch {arch}"
-        )
+        raise CheckpointError(f"checkpoint {path} not found; train it with {command}")
     meta = read_meta(path)
     for name, wanted in expected.items():
         found = getattr(meta, name)
@@ -372,7 +417,7 @@ def _check_layout(path: Path, meta: CheckpointMeta, expected: Layout, found: Lay
         raise OldLayoutError(
             f"checkpoint {path} was trained for an older layout of {meta.arch} (layout "
             f"{recorded}; this version builds {current} for {_settings(meta)}); retrain it with "
-            f"{_retrain_command(path, meta)}"
+            f"{_retrain_command(path, meta.dataset, meta.arch, meta.seed)} --force"
         )
     if problems:
         raise CheckpointError(
@@ -380,17 +425,20 @@ def _check_layout(path: Path, meta: CheckpointMeta, expected: Layout, found: Lay
         )
 
 
-def verify_checkpoint(path: Path | str, dataset: str, arch: str) -> CheckpointMeta:
+def verify_checkpoint(path: Path | str, dataset: str, arch: str, replicate: int) -> CheckpointMeta:
     """Everything a sweep must know about a checkpoint before it starts, without building it.
 
     The sidecar is present and well-formed, arch and dataset (and the dataset's classes, channels
     and input size) are the ones asked for, the file's sha256 is the sidecar's, the file is a
-    torch state_dict, and the weights fit the layout this version builds. Any failure is one
-    CheckpointError line naming the file and what is wrong.
+    torch state_dict, the weights fit the layout this version builds, training held out the
+    validation split (else StaleCheckpointError) and its seed is ``replicate``. Any failure is
+    one CheckpointError line naming the file and what is wrong.
     """
     spec = DATASETS.get(dataset)
     if spec is None:
         raise UnknownNameError("dataset", dataset, DATASETS)
+    check_seed(replicate)
+    path = Path(path)
     meta, _ = _checked_state(
         path,
         arch=arch,
@@ -399,6 +447,14 @@ def verify_checkpoint(path: Path | str, dataset: str, arch: str) -> CheckpointMe
         in_channels=spec.in_channels,
         image_size=spec.image_size,
     )
+    if meta.held_out is None:
+        raise StaleCheckpointError(
+            f"checkpoint {path} was trained before the validation split existed, so on the "
+            f"validation images too (its sidecar records no held-out split); retrain it with "
+            f"{_retrain_command(path, dataset, arch, replicate)} --force"
+        )
+    if meta.seed != replicate:
+        raise CheckpointError(f"checkpoint {path} has seed {meta.seed!r}; expected {replicate}")
     return meta
 
 
@@ -407,9 +463,13 @@ def load_checkpoint(
     arch: str | None = None,
     dataset: str | None = None,
     num_classes: int | None = None,
+    replicate: int | None = None,
 ) -> tuple[nn.Module, CheckpointMeta]:
-    """The model of a checkpoint in eval mode, after checking it is the one that was asked for."""
-    meta, state = _checked_state(path, arch=arch, dataset=dataset, num_classes=num_classes)
+    """The model of a checkpoint in eval mode, after checking it is the one that was asked for
+    (None: anything); `verify_checkpoint` is the full check a sweep runs first."""
+    meta, state = _checked_state(
+        path, arch=arch, dataset=dataset, num_classes=num_classes, seed=replicate
+    )
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.image_size)
     model.load_state_dict(state, strict=True)
     return model.eval(), meta

@@ -2,9 +2,12 @@
 
 One standard recipe (SGD with Nesterov momentum, weight decay off BN/bias, linear warm-up then
 cosine decay, crop/flip augmentation from the dataset) so that every dense model in a study is
-trained the same way. Training resumes from its last finished epoch: after every epoch the full
-state goes to ``<out>/<dataset>/<arch>.resume.pt``, and the random streams of epoch ``e`` are
-seeded from ``(seed, e)``, so an interrupted and resumed run ends with the same weights as an
+trained the same way. Each seed trains one replicate: the seed decides the initial weights and,
+through the per-epoch seeds, the shuffling and the augmentation. Training never sees the
+dataset's validation split, and the checkpoint's sidecar records which one it held out. Training
+resumes from its last finished epoch: after every epoch the full state goes to
+``<out>/<dataset>/<arch>-seed<N>.resume.pt``, and the random streams of epoch ``e`` are seeded
+from ``(seed, e)``, so an interrupted and resumed run ends with the same weights as an
 uninterrupted one.
 """
 
@@ -31,9 +34,10 @@ from sweep.errors import CheckpointError, UserError
 from sweep.tasks import data
 from sweep.tasks.models import (
     CheckpointMeta,
-    OldLayoutError,
+    OutdatedCheckpointError,
     atomic_torch_save,
     build_model,
+    check_seed,
     checkpoint_path,
     save_checkpoint,
     verify_checkpoint,
@@ -53,7 +57,7 @@ class Recipe:
     nesterov: bool = True
     weight_decay: float = 5e-4
     warmup_fraction: float = 0.05  # of all steps, at most one epoch
-    seed: int = 0
+    seed: int = 0  # the replicate
     train_limit: int | None = None  # train on the first N images only (smoke runs)
     init: str = "scratch"  # or the torchvision weights the run was fine-tuned from
 
@@ -64,6 +68,7 @@ class Recipe:
             raise UserError(f"batch size {self.batch_size} is too small; expected >= 1")
         if not self.lr > 0:
             raise UserError(f"learning rate {self.lr} is not positive; expected > 0")
+        check_seed(self.seed)
 
 
 @dataclass
@@ -400,8 +405,8 @@ def _check_writable_dir(folder: Path) -> None:
         raise UserError(f"output folder {folder} is not writable ({existing} is read-only)")
 
 
-def resume_path_for(out_dir: Path | str, dataset: str, arch: str) -> Path:
-    return checkpoint_path(out_dir, dataset, arch).with_suffix(".resume.pt")
+def resume_path_for(out_dir: Path | str, dataset: str, arch: str, seed: int) -> Path:
+    return checkpoint_path(out_dir, dataset, arch, seed).with_suffix(".resume.pt")
 
 
 def train_dense(
@@ -425,10 +430,13 @@ def train_dense(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> CheckpointMeta:
-    """Train (or resume) the dense model of ``dataset``/``arch`` and write its checkpoint.
+    """Train (or resume) replicate ``seed`` of the dense ``dataset``/``arch`` and write its
+    checkpoint ``checkpoint_path(out_dir, dataset, arch, seed)``.
 
-    An existing final checkpoint is validated and returned without retraining unless ``force``.
-    ``train_limit``/``eval_limit`` train/evaluate on the first images only (smoke runs).
+    Trains on the train split minus its validation split. An existing final checkpoint is
+    validated and returned without retraining unless ``force``. ``train_limit``/``eval_limit``
+    train on the first training images / evaluate on a fixed subset of the test split only
+    (smoke runs).
     """
     spec = data.get_spec(dataset)
     info = get_arch(arch)
@@ -446,29 +454,31 @@ def train_dense(
     if threads is not None and threads < 1:
         raise UserError(f"threads {threads} is too small; expected >= 1 (default: all cores)")
     device = _check_device(device or default_device())
-    target = checkpoint_path(out_dir, dataset, arch)
-    resume = resume_path_for(out_dir, dataset, arch)
+    target = checkpoint_path(out_dir, dataset, arch, seed)
+    resume = resume_path_for(out_dir, dataset, arch, seed)
     _check_writable_dir(target.parent)
     if target.exists() and not force:
         try:
-            meta = verify_checkpoint(target, dataset, arch)
-        except OldLayoutError:  # its message gives the whole retrain command
+            meta = verify_checkpoint(target, dataset, arch, seed)
+        except OutdatedCheckpointError:  # its message gives the whole retrain command
             raise
         except CheckpointError as error:
             raise CheckpointError(f"{error}; pass --force to retrain") from error
         log(f"{target} exists (dense top-1 {meta.dense_top1}); pass --force to retrain")
         return meta
     data_root = Path(data_root) if data_root is not None else None
-    train_data = data.train_dataset(dataset, data_root=data_root, augment=True)
+    training = data.train_dataset(dataset, data_root=data_root, augment=True)
     eval_set = data.eval_set(dataset, data_root=data_root, cache_dir=cache_dir, limit=eval_limit)
+    train_data = training
     if train_limit is not None:
-        train_data = Subset(train_data, range(min(train_limit, len(train_data))))
+        train_data = Subset(training, range(min(train_limit, len(training))))
 
     # On the CPU, let the tuner pick between 1 thread and all cores unless told a count.
     cores = cpu_cores()
     choices = [threads] if threads else [cores] if device != "cpu" else [1, cores]
     log(
-        f"training {arch} on {dataset}: {len(train_data)} images, {recipe.epochs} epochs, "
+        f"training {arch} seed {seed} on {dataset}: {len(train_data)} images "
+        f"({len(training.holdout.val)} held out for validation), {recipe.epochs} epochs, "
         f"{device}, CPU threads {' or '.join(map(str, dict.fromkeys(choices)))}"
     )
     torch.manual_seed(seed)
@@ -497,6 +507,8 @@ def train_dense(
         num_classes=spec.num_classes,
         in_channels=spec.in_channels,
         image_size=spec.image_size,
+        seed=seed,
+        held_out=training.holdout.record(),
         dense_top1=history[-1].test_top1,
         recipe={
             **dataclasses.asdict(recipe),

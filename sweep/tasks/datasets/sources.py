@@ -232,7 +232,7 @@ def _has_classes(folder: Path, info: DatasetInfo, need_all: bool) -> bool:
     check = all if need_all else any
     return all(
         check((folder / split / w).is_dir() for w in info.class_ids)
-        for split in ("train", info.eval_split)
+        for split in ("train", info.test_folder)
     )
 
 
@@ -246,7 +246,7 @@ def _folder_source(
         return next((f for f in candidates(root) if _has_classes(f, info, need_all)), None)
 
     def open_split(folder: Path, train: bool) -> FolderSplit:
-        directory = folder / ("train" if train else info.eval_split)
+        directory = folder / ("train" if train else info.test_folder)
         return FolderSplit(directory, info.class_ids, info.image_size)
 
     return Source(locate=locate, expected=expected, open=open_split)
