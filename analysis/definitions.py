@@ -38,7 +38,7 @@ NO_WINNER, BOTH_AT_CHANCE, NOT_AVAILABLE = "no winner", "both at chance", "n/a"
 NO_REPAIR, BN_RECAL, ACTIVATION = "none", "bn_recal", "activation"
 # Display order of methods; methods not listed follow alphabetically, variants after their method.
 METHOD_ORDER = (NO_REPAIR, BN_RECAL, "layer_var", "channel_var", "channel_var_shrink")
-ALLOCATION_ORDER = ("erk", "lamp", "uniform", "global")
+ALLOCATION_ORDER = ("erk", "lamp", "uniform", "uniform_plus", "global")
 # Methods that take no calibration draw: one row per point is their design, not a weakness.
 DETERMINISTIC_METHODS = (NO_REPAIR,)
 INTACT, BN_RECOVERABLE, REPAIR_SENSITIVE, COLLAPSED, UNKNOWN = (

@@ -8,17 +8,29 @@ calib_passes (forward passes over the calibration set per channel_var_shrink rep
 dense statistics, counted inside the forward driver), repair_over_forward (repair time / one bare
 calibration forward pass) and eval_over_forward (evaluate() time / a bare forward loop over the
 same eval images, normalised and already on the device); medians over --runs paired runs.
+
+Then one row per repair method (--methods; dense model given, no cached statistics, so every pass
+is counted): calibration passes counted by the pass driver (a layer-wise method's paired pass per
+layer counts once), model passes (forward calls of the dense and pruned models over the whole
+calibration set, a call stopped at a layer included, divided by the number of batches), backward
+passes (autograd backward calls: adaprune's per-layer gradients are closed-form, so 0), and the
+repair's seconds and peak memory above the starting point, each over one bare calibration forward
+pass's (median of --runs). Without a checkpoint --arch picks the random model (e.g. resnet50
+--image-size 32 --calib-size 16 for a short run). The last line is the JSON of everything.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,7 +40,13 @@ from sweep.tasks import data
 from sweep.tasks.evaluate import EVAL_BATCH_SIZE, TensorEvalSet, evaluate, predict_logits
 from sweep.tasks.models import build_model, load_checkpoint
 from sweep.tasks.prune import prune
-from sweep.tasks.repair import count_calibration_passes, dense_statistics, repair
+from sweep.tasks.repair import (
+    REPAIRS,
+    count_calibration_passes,
+    dense_statistics,
+    get_repair,
+    repair,
+)
 
 METHOD = "channel_var_shrink"
 
@@ -49,6 +67,100 @@ def _median_ratio(
     return ratio, statistics.median(m for m, _ in pairs), statistics.median(b for _, b in pairs)
 
 
+@contextmanager
+def _peak_memory(device: torch.device) -> Iterator[list[int]]:
+    """Peak bytes above the starting point inside the block: CUDA allocator peak on a GPU, else
+    the process's resident set sampled every millisecond (torch's CPU allocations are not
+    visible to tracemalloc)."""
+    result = [0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        yield result
+        torch.cuda.synchronize()
+        result[0] = torch.cuda.max_memory_allocated() - start
+        return
+    page = 4096
+
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * page
+
+    start, peak, done = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        sampler.join()
+        result[0] = max(peak[0], rss()) - start
+
+
+@contextmanager
+def _count_calls(models: list[torch.nn.Module]) -> Iterator[list[int]]:
+    """Forward calls of `models` (and of deep copies made inside), and autograd backward calls."""
+    calls = [0, 0]
+    handles = [
+        model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        for model in models
+    ]
+    backward = torch.autograd.backward
+
+    def counted(*args, **kwargs):
+        calls[1] += 1
+        return backward(*args, **kwargs)
+
+    torch.autograd.backward = counted
+    try:
+        yield calls
+    finally:
+        torch.autograd.backward = backward
+        for handle in handles:
+            handle.remove()
+
+
+def method_rows(
+    methods: list[str],
+    dense: torch.nn.Module,
+    pruned: torch.nn.Module,
+    calibration: object,
+    forward: Callable[[], None],
+    device: torch.device,
+    runs: int,
+) -> dict[str, dict[str, float]]:
+    """Per method: passes, backward calls, seconds and peak memory over one bare forward's."""
+    with _peak_memory(device) as forward_peak:
+        forward()
+    rows = {}
+    batches = sum(1 for _ in calibration)
+    for method in methods:
+        run = functools.partial(repair, pruned, method, calibration, dense=dense)
+        with count_calibration_passes() as counter, _count_calls([dense, pruned]) as calls:
+            run()
+        with _peak_memory(device) as peak:
+            run()
+        ratio, seconds, _ = _median_ratio(run, forward, runs)
+        rows[method] = {
+            "calib_passes": counter.passes,
+            "model_passes": round(calls[0] / batches, 2),
+            "backward_passes": calls[1],
+            "seconds": round(seconds, 3),
+            "time_over_forward": round(ratio, 2),
+            "peak_mb": round(peak[0] / 2**20, 1),
+            "memory_over_forward": round(peak[0] / max(forward_peak[0], 1), 2),
+        }
+        print(f"{method}: {json.dumps(rows[method])}")
+    return rows
+
+
 def _demo(args: argparse.Namespace) -> tuple[torch.nn.Module, object, object]:
     """(dense model, calibration, eval set): real demo data where available, else random."""
     if args.checkpoint.is_file():
@@ -64,18 +176,20 @@ def _demo(args: argparse.Namespace) -> tuple[torch.nn.Module, object, object]:
     else:
         print(
             f"warning: {args.checkpoint} not found; benchmarking a randomly initialised "
-            "resnet20 on random images",
+            f"{args.arch} on random images",
             file=sys.stderr,
         )
-        model = build_model("resnet20", 10, in_channels=1, image_size=28).eval()
+        model = build_model(args.arch, 10, in_channels=1, image_size=args.image_size).eval()
     generator = torch.Generator().manual_seed(0)
-    shape = (1, 28, 28)
+    shape = (1, args.image_size, args.image_size)
     calibration = list(torch.randn(args.calib_size, *shape, generator=generator).split(256))
     images = torch.randn(args.eval_limit, *shape, generator=generator)
     return model, calibration, TensorEvalSet(images, torch.randint(0, 10, (args.eval_limit,)))
 
 
 def run(args: argparse.Namespace) -> int:
+    for method in args.methods.split(","):
+        get_repair(method)  # an unknown name fails now, not after the first measurements
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,10 +248,20 @@ def run(args: argparse.Namespace) -> int:
             f"torch.compile: first evaluate {first:.1f} s (compile ~{first - compiled:.1f} s), "
             f"then {compiled:.3f} s per evaluate ({eval_time / compiled:.2f}x faster than eager)"
         )
+    methods = method_rows(
+        args.methods.split(","),
+        dense,
+        pruned,
+        calibration,
+        lambda: bare_loop(pruned, calib_tensors),
+        device,
+        args.runs,
+    )
     result = {
         "calib_passes": counter.passes,
         "repair_over_forward": round(repair_ratio, 3),
         "eval_over_forward": round(eval_ratio, 3),
+        "methods": methods,
     }
     print(json.dumps(result))
     return 0
@@ -157,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--methods", default=",".join(REPAIRS), help="comma-separated methods")
+    parser.add_argument("--arch", default="resnet20", help="random model without a checkpoint")
+    parser.add_argument("--image-size", type=int, default=28, help="random model's input size")
     args = parser.parse_args(argv)
     return cli_main(lambda: run(args))
 

@@ -35,6 +35,10 @@ allocations:
            every layer keeps its largest weight when K >= number of layers
   uniform  every layer at sparsity S
   global   one |w| threshold over all layers
+  uniform_plus
+           Gale et al. (2019): the first conv dense, the classifier (last layer) at most 80 %
+           sparse, every other layer at the one sparsity that makes the total exact; a
+           sparsity too high for that is refused
 Fractional per-layer quotas are rounded by largest remainder (ties to the earlier layer).
 
 Without --checkpoint the weights are the architecture's default initialisation after

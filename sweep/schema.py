@@ -24,7 +24,7 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("grid", pa.string(), "grid name or grid file stem"),
     ("checkpoint_sha256", pa.string(), "sha256 of the dense checkpoint file"),
     ("num_classes", pa.int64(), "classes of the dataset (chance = 1 / num_classes)"),
-    ("allocation", pa.string(), "erk, lamp, uniform or global"),
+    ("allocation", pa.string(), "erk, lamp, uniform, uniform_plus or global"),
     ("sparsity", pa.float64(), "requested global sparsity over the prunable weights"),
     ("achieved_sparsity", pa.float64(), "zeros / prunable weights after pruning"),
     ("repair", pa.string(), "label-free repair method"),

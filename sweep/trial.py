@@ -189,7 +189,7 @@ def load_stage(
         calibration = data.calibration_set(
             config.dataset, config.calib_size, config.seed, context.data_root, context.cache_dir
         )
-    if method.needs_dense:
+    if method.needs_dense and not method.needs_dense_model:
         state = cache.get_or_create(
             "dense_stats",
             f"{meta.sha256[:24]}-{calibration.key[:24]}",
@@ -218,6 +218,7 @@ def repair_stage(config: TrialConfig, pruned: torch.nn.Module, loaded: Loaded) -
         pruned,
         config.repair,
         loaded.calibration,
+        dense=loaded.dense,
         dense_stats=loaded.dense_stats,
         **config.repair_params,
     )

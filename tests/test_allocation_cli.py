@@ -74,6 +74,17 @@ def test_table_marks_forced_dense_layers(capsys):
     assert "* forced dense" in out
 
 
+def test_uniform_plus_keeps_the_stem_dense_and_caps_the_classifier(capsys):
+    result = run_json(capsys, "--allocation", "uniform_plus", "--sparsity", "0.98")
+    layers = {layer["name"]: layer for layer in result["layers"]}
+    assert layers["conv1"]["kept"] == layers["conv1"]["numel"] == 432
+    assert layers["fc"]["kept"] == 128  # 640 weights at most 80 % sparse: capped at 0.98
+    numel = sum(layer["numel"] for layer in result["layers"])
+    assert sum(layer["kept"] for layer in result["layers"]) == round(0.02 * numel)
+    middle = {layer["density"] for name, layer in layers.items() if name not in ("conv1", "fc")}
+    assert max(middle) - min(middle) < 0.01  # one shared density, up to integer rounding
+
+
 def test_checkpoint_weights_are_the_ones_pruned(capsys, tmp_path):
     torch.manual_seed(7)
     model = build_model("resnet20", 10)
@@ -128,6 +139,10 @@ def test_checkpoint_that_does_not_fit_names_the_first_bad_key(capsys, tmp_path):
             "arch 'resnet20' has no layout for 224 px inputs",
         ),
         (["--allocation", "erk", "--sparsity", "0.5", "--arch", "vgg"], "unknown arch 'vgg'"),
+        (
+            ["--allocation", "uniform_plus", "--sparsity", "0.999"],
+            "sparsity 0.999 is not allowed for uniform_plus on this model",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch, args, message):
@@ -152,7 +167,8 @@ def test_help_explains_the_allocations(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for word in ("erk", "lamp", "uniform", "global", "round((1 - S) * N)", "--checkpoint"):
+    words = ("erk", "lamp", "uniform", "global", "uniform_plus", "round((1 - S) * N)")
+    for word in (*words, "--checkpoint"):
         assert word in out
 
 

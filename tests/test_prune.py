@@ -14,6 +14,7 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
+from sweep.catalog.archs import ARCH_NAMES, get_arch
 from sweep.errors import UnknownNameError, UserError
 from sweep.tasks import ranking
 from sweep.tasks.allocations import erk_raw_score
@@ -144,6 +145,112 @@ def test_global_and_uniform_known_answers():
     assert allocate(model, "uniform", 0.8) == {"a": 2, "b": 1, "fc": 5}
 
 
+def uniform_plus_toy() -> nn.Module:
+    """conv 3->4 3x3 (108 weights), conv 4->8 3x3 (288), linear 8->10 (80); N = 476."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 8, 3), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize(
+    ("sparsity", "expected"),
+    [
+        # K = round(238.0) = 238; the conv stays dense (108), 130 left for 288 + 80 = 368 at one
+        # density: quotas 130 * 288 / 368 = 101.74 and 130 * 80 / 368 = 28.26 >= 16 = ceil(80 / 5)
+        # -> floors 129, the missing unit to the larger remainder (.74)
+        (0.5, [108, 102, 28]),
+        # K = round(190.4) = 190: 82 left, quotas 64.17 and 17.83 (>= 16): floors 81, +1 to fc
+        (0.6, [108, 64, 18]),
+        # K = round(142.8) = 143: 35 left; fc's quota 35 * 80 / 368 = 7.6 < 16 (90.5 % sparse), so
+        # it is capped at 80 % sparsity (16) and the middle conv takes the remaining 19
+        (0.7, [108, 19, 16]),
+        # K = round(123.76) = 124 = 108 + 16: the last sparsity that can be allocated
+        (0.74, [108, 0, 16]),
+        (0.0, [108, 288, 80]),
+    ],
+)
+def test_uniform_plus_known_answers(sparsity, expected):
+    model = uniform_plus_toy()
+    assert list(allocate(model, "uniform_plus", sparsity).values()) == expected
+    report = prune(model, "uniform_plus", sparsity)
+    assert [layer.kept for layer in report.layers] == expected
+    assert [int(mask.sum()) for mask in report.masks.values()] == expected
+
+
+def test_uniform_plus_refuses_a_sparsity_it_cannot_allocate():
+    # K = round(47.6) = 48 < 108 (the dense conv) + 16 (the classifier at 20 %)
+    model = uniform_plus_toy()
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(UserError) as caught:
+        prune(model, "uniform_plus", 0.9)
+    assert str(caught.value) == (
+        "sparsity 0.9 is not allowed for uniform_plus on this model: it keeps 48 weights, but the "
+        "dense first conv (108) and the classifier at 20 % density (16) need 124; expected a "
+        "lower sparsity"
+    )
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def uniform_plus_feasible(model: nn.Module, sparsity: float) -> bool:
+    """Whether K covers the dense first conv and ceil(n / 5) of the last layer (the definition)."""
+    layers = [m.weight for _, m in prunable_layers(model)]
+    total = round((1 - sparsity) * sum(w.numel() for w in layers))
+    dense = layers[0].numel() if layers[0].dim() == 4 else 0
+    floor = math.ceil(layers[-1].numel() / 5) if len(layers) > 1 or not dense else 0
+    return total >= dense + floor
+
+
+def check_uniform_plus(numels: list[int], counts: list[int], sparsity: float, conv_first: bool):
+    """The definition, checked on counts: exact total, dense first conv, classifier at most 80 %
+    sparse and capped only when its shared quota falls below that, one shared density elsewhere."""
+    assert sum(counts) == round((1 - sparsity) * sum(numels))
+    first = 0 if conv_first else None
+    if first is not None:
+        assert counts[0] == numels[0]
+    last = len(numels) - 1 if len(numels) - 1 != first else None
+    middle = [i for i in range(len(numels)) if i not in (first, last)]
+    shared = middle
+    if last is not None:
+        floor = math.ceil(numels[last] / 5)
+        assert counts[last] >= floor
+        quota = Fraction(sum(counts[i] for i in [*middle, last]) * numels[last])
+        quota /= sum(numels[i] for i in [*middle, last])
+        capped = quota < floor
+        assert (counts[last] == floor) if capped else abs(counts[last] - quota) < 1
+        shared = middle if capped else [*middle, last]
+    budget, pool = sum(counts[i] for i in shared), sum(numels[i] for i in shared)
+    for i in shared:
+        assert abs(counts[i] - Fraction(budget * numels[i], pool)) < 1
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_uniform_plus_on_every_zoo_model(arch):
+    """Exact totals and the definition on every architecture at 32 px, where the first prunable
+    layer is the catalog's stem conv and the last its classifier."""
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10, image_size=32)
+    info = get_arch(arch)
+    layers = prunable_layers(model)
+    assert (layers[0][0], layers[-1][0]) == (info.stem_conv, info.classifier_for(32))
+    numels = [m.weight.numel() for _, m in layers]
+    capped = []
+    for sparsity in (0.5, 0.9, 0.955, 0.98):
+        counts = list(allocate(model, "uniform_plus", sparsity).values())
+        check_uniform_plus(numels, counts, sparsity, conv_first=True)
+        capped.append(counts[-1] == math.ceil(numels[-1] / 5))
+    assert capped[0] is False and capped[-1] is True  # both branches on every model
+
+
+def test_uniform_plus_depends_on_shapes_only_and_is_deterministic():
+    torch.manual_seed(1)
+    model = build_model("resnet20", 10)
+    torch.manual_seed(2)
+    other = build_model("resnet20", 10)
+    counts = allocate(model, "uniform_plus", 0.95)
+    assert allocate(other, "uniform_plus", 0.95) == counts
+    first, again = (compute_masks(model, "uniform_plus", 0.95) for _ in range(2))
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert {name: int(mask.sum()) for name, mask in first.items()} == counts
+
+
 def test_masks_break_ties_by_lower_flat_index():
     layer = nn.Linear(6, 1, bias=False)
     with torch.no_grad():
@@ -246,6 +353,10 @@ def test_allocation_properties(seed):
     numel = [m.weight.numel() for _, m in layers]
     total = round((1 - sparsity) * sum(numel))
     for allocation in ALLOCATIONS:
+        if allocation == "uniform_plus" and not uniform_plus_feasible(model, sparsity):
+            with pytest.raises(UserError, match="not allowed for uniform_plus"):
+                allocate(model, allocation, sparsity)
+            continue
         counts = list(allocate(model, allocation, sparsity).values())
         assert sum(counts) == total, allocation
         assert all(0 <= c <= n for c, n in zip(counts, numel, strict=True)), allocation
@@ -258,6 +369,8 @@ def test_allocation_properties(seed):
             assert all(c >= 1 for c in counts)
         if allocation == "uniform":
             assert all(abs(c - (1 - sparsity) * n) < 1 for c, n in zip(counts, numel, strict=True))
+        if allocation == "uniform_plus":
+            check_uniform_plus(numel, counts, sparsity, layers[0][1].weight.dim() == 4)
 
 
 @pytest.mark.parametrize("seed", CASES)
@@ -291,6 +404,8 @@ def test_masks_are_deterministic_across_runs_and_state_dict_round_trips(seed):
             module.weight.normal_()
     twin.load_state_dict(torch.load(buffer, weights_only=True))
     for allocation in ALLOCATIONS:
+        if allocation == "uniform_plus" and not uniform_plus_feasible(model, sparsity):
+            continue
         first = compute_masks(model, allocation, sparsity)
         for masks in (
             compute_masks(model, allocation, sparsity),

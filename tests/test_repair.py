@@ -21,6 +21,7 @@ from sweep.tasks.datasets import sources
 from sweep.tasks.models import build_model
 from sweep.tasks.prune import prune
 from sweep.tasks.repair import (
+    REPAIR_METHODS,
     REPAIRS,
     ChannelAffine,
     DenseStats,
@@ -244,9 +245,10 @@ def test_repair_never_sees_labels(resnet20, tmp_path, monkeypatch):
     pruned, _ = _pruned(resnet20)
     stats = dense_statistics(resnet20, calibration)
     assert stats.calibration_key == calibration.key
-    for method in REPAIRS:
+    for method in REPAIRS:  # the layer-wise methods included: they need the dense model
         repair(pruned, method, calibration, dense=resnet20)
-        repair(pruned, method, calibration, dense_stats=stats)
+        if not REPAIR_METHODS[method].needs_dense_model:
+            repair(pruned, method, calibration, dense_stats=stats)
 
     loader = torch.utils.data.DataLoader(_Images(_images(32)), batch_size=16)
     assert repair_param_count(repair(pruned, "channel_var_shrink", loader, dense=resnet20)) > 0
@@ -279,7 +281,10 @@ def test_pruned_zeros_stay_zero(method, resnet20, monkeypatch):
     for name, mask in masks.items():
         weight = model.get_submodule(name).weight
         assert weight.shape == mask.shape and (weight[~mask] == 0).all(), name
-    expected = 0 if method in ("none", "bn_recal") else 2 * (3 * (16 + 32 + 64) + 10)
+    adds_points = (
+        REPAIR_METHODS[method].needs_dense and not REPAIR_METHODS[method].needs_dense_model
+    )
+    expected = 2 * (3 * (16 + 32 + 64) + 10) if adds_points else 0
     assert repair_param_count(repaired) == expected
 
 
@@ -393,8 +398,6 @@ def test_params_are_typed_and_documented():
         recal_after=True, tau=1.0
     )
     assert repair_params("none") == repair_params("bn_recal")
-    from sweep.tasks.repair import REPAIR_METHODS
-
     for method in REPAIR_METHODS.values():
         assert len(method.doc) > 40, method.name
     with pytest.raises(UnknownNameError, match=r"unknown repair method 'bn_recall'; expected one"):
@@ -433,7 +436,12 @@ def test_bad_inputs(resnet20):
     ):
         repair(pruned, "channel_var", batches, dense=build_model("resnet32", 10, 1, 28))
     with pytest.raises(UserError, match="no repair points are defined for Sequential"):
-        conv = nn.Sequential(nn.Conv2d(1, 2, 3))
+        conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
         repair(conv, "channel_var", batches, dense=conv)
     with pytest.raises(UserError, match="dense_stats must be a DenseStats"):
         repair(pruned, "layer_var", batches, dense_stats={"fc": 1})
+    stats = dense_statistics(resnet20, batches)
+    with pytest.raises(UserError, match="'obs_reconstruct' fits each layer.*dense_stats= is not"):
+        repair(pruned, "obs_reconstruct", batches, dense_stats=stats)
+    with pytest.raises(UserError, match="does not match the pruned model"):
+        repair(pruned, "adaprune", batches, dense=build_model("resnet32", 10, 1, 28))

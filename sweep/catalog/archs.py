@@ -18,17 +18,21 @@ SMALL_IMAGE_MAX = 64
 SMALL, IMAGENET = "small", "imagenet"
 LAYOUT_SIZES = {SMALL: f"<= {SMALL_IMAGE_MAX} px", IMAGENET: f"> {SMALL_IMAGE_MAX} px"}
 
-FAMILIES = ("cifar_resnet", "resnet", "densenet")
+FAMILIES = ("cifar_resnet", "resnet", "densenet", "vgg")
 
 # The builder of He et al.'s CIFAR ResNets (sweep.tasks.models.CifarResNet); any other builder id
 # is the name of a torchvision.models function.
 CIFAR_RESNET_BUILDER = "cifar_resnet"
+# The small-image VGG (sweep.tasks.models.CifarVGG): built natively for small inputs, because
+# torchvision's VGG with a small stem would still end in a 25088 -> 4096 -> 4096 classifier.
+CIFAR_VGG_BUILDER = "cifar_vgg"
 
 # Repair-point families (see sweep.tasks.repair_points): where a correction acts that no
 # BatchNorm can undo.
 BLOCK_OUTPUTS = "block_outputs"  # every residual block's output after the add, and the logits
 CLASSIFIER_INPUT = "classifier_input"  # the classifier's pooled input, and the logits
-REPAIR_FAMILIES = (BLOCK_OUTPUTS, CLASSIFIER_INPUT)
+CONV_BLOCK_OUTPUTS = "conv_block_outputs"  # each VGG block's last ReLU (before its pool), logits
+REPAIR_FAMILIES = (BLOCK_OUTPUTS, CLASSIFIER_INPUT, CONV_BLOCK_OUTPUTS)
 
 
 def layout_for(image_size: int) -> str:
@@ -43,13 +47,22 @@ class ArchInfo:
     name: str
     family: str  # one of FAMILIES
     builder: str  # CIFAR_RESNET_BUILDER, or the torchvision.models function that builds it
-    classifier: str  # module name of the final Linear
+    classifier: str  # module name of the final Linear (of the small layout too, unless below)
     repair_family: str  # one of REPAIR_FAMILIES
     residual: bool  # has residual connections
     layouts: tuple[str, ...]  # SMALL and/or IMAGENET
     stem_conv: str  # module name of the first conv (replaced for small or non-RGB inputs)
     stem_pool: str | None  # module the small layout replaces by an identity (None: no pool)
     blocks_per_stage: int | None = None  # n of He et al.'s ResNet-(6n+2); CIFAR builder only
+    small_builder: str | None = None  # builds the small layout instead of `builder` + small stem
+    small_classifier: str | None = None  # the small layout's final Linear, where it differs
+    convs_per_stage: tuple[int, ...] | None = None  # VGG: 3x3 convs before each max-pool
+
+    def classifier_for(self, image_size: int) -> str:
+        """Module name of the final Linear of the model built for `image_size`."""
+        if self.small_classifier is not None and layout_for(image_size) == SMALL:
+            return self.small_classifier
+        return self.classifier
 
     @property
     def imagenet_weights(self) -> bool:
@@ -98,6 +111,26 @@ def _torchvision_resnet(name: str) -> ArchInfo:
     )
 
 
+def _vgg_bn(name: str, convs_per_stage: tuple[int, ...]) -> ArchInfo:
+    """VGG with BatchNorm: torchvision's network for large inputs; for small ones the common CIFAR
+    form (the same `features`, max-pools rounding up, a global pool and one 512 -> classes Linear;
+    see sweep.tasks.models.CifarVGG)."""
+    return ArchInfo(
+        name=name,
+        family="vgg",
+        builder=name,
+        classifier="classifier.6",
+        repair_family=CONV_BLOCK_OUTPUTS,
+        residual=False,
+        layouts=(SMALL, IMAGENET),
+        stem_conv="features.0",
+        stem_pool=None,  # no stem pool: the first max-pool ends the first block
+        small_builder=CIFAR_VGG_BUILDER,
+        small_classifier="classifier",
+        convs_per_stage=convs_per_stage,
+    )
+
+
 ARCHS: dict[str, ArchInfo] = {
     info.name: info
     for info in (
@@ -118,6 +151,8 @@ ARCHS: dict[str, ArchInfo] = {
             stem_conv="features.conv0",
             stem_pool="features.pool0",
         ),
+        _vgg_bn("vgg11_bn", (1, 1, 2, 2, 2)),
+        _vgg_bn("vgg16_bn", (2, 2, 3, 3, 3)),
     )
 }
 ARCH_NAMES: tuple[str, ...] = tuple(ARCHS)

@@ -8,16 +8,23 @@ each layer (see :mod:`sweep.tasks.ranking` for the one ranking and tie rule).
   layers whose density would exceed 1 go dense (all layers tied at the largest raw score at once),
   leave the budget, and eps is solved again until no density exceeds 1.
 - ``uniform``: every layer at density 1 - S.
+- ``uniform_plus`` (Gale, Elsen & Hooker, 2019; LAMP's baseline): the first layer, when it is a
+  conv (the stem of every zoo model), stays dense; the last layer (every zoo model's classifier)
+  keeps at least ceil(n / 5) weights (at most 80 % sparse); every other layer shares one density.
+  The classifier shares it too unless that would keep fewer than ceil(n / 5); then it keeps exactly
+  that many and the other layers share what is left. Decided in integers, from shapes only. A
+  sparsity that leaves less than the dense first layer plus that classifier floor cannot be
+  allocated: UserError.
 - ``global``: one |w| threshold over all layers (global top-K of |w|).
 - ``lamp``: global top-K of LAMP scores (Lee et al., 2021). The largest weight of every non-zero
   layer scores exactly 1 and every other weight at most 1/2, so with K >= number of layers no layer
   is emptied; with K < number of layers the K kept weights are the largest weights of the first K
   layers in ``named_modules()`` order (ties go to the earlier layer) and the rest are emptied.
 
-Fractional quotas (erk, uniform) become integers by the largest-remainder rule: every layer gets
-the floor of its quota, and the units still missing go one each to the largest remainders, ties to
-the earlier layer. Ties in a global top-K never make it keep more than K: they go to the earlier
-layer, then to the larger weight.
+Fractional quotas (erk, uniform, uniform_plus) become integers by the largest-remainder rule:
+every layer gets the floor of its quota, and the units still missing go one each to the largest
+remainders, ties to the earlier layer. Ties in a global top-K never make it keep more than K: they
+go to the earlier layer, then to the larger weight.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
 
+from sweep.errors import UserError
 from sweep.tasks import ranking
 
 
@@ -46,7 +55,9 @@ def kept_total(numel: int, sparsity: float) -> int:
     return round((1.0 - sparsity) * numel)
 
 
-def largest_remainder(quotas: Sequence[float], caps: Sequence[int], total: int) -> list[int]:
+def largest_remainder(
+    quotas: Sequence[float | Fraction], caps: Sequence[int], total: int
+) -> list[int]:
     """Integers summing to ``total``, each the floor or ceiling of its quota (<= its cap).
 
     Floors first; the missing units go one each to the largest remainders, ties to the earlier
@@ -103,6 +114,44 @@ def uniform(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> All
     return Allocation(tuple(largest_remainder(quotas, numels, total)))
 
 
+def _shared_density(numels: Sequence[int], layers: Sequence[int], budget: int) -> dict[int, int]:
+    """``budget`` spread over ``layers`` at one density: exact quotas budget * n / (their total),
+    rounded by largest remainder."""
+    pool = sum(numels[i] for i in layers)
+    quotas = [Fraction(budget * numels[i], pool) if pool else Fraction(0) for i in layers]
+    counts = largest_remainder(quotas, [numels[i] for i in layers], budget)
+    return dict(zip(layers, counts, strict=True))
+
+
+def uniform_plus(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> Allocation:
+    """Uniform+ counts: a dense first conv, a classifier at most 80 % sparse, one shared density."""
+    numels = [w.numel() for w in weights]
+    first = 0 if weights[0].dim() == 4 else None
+    last = len(weights) - 1 if len(weights) - 1 != first else None
+    floor = -(-numels[last] // 5) if last is not None else 0  # ceil(n / 5), in integers
+    dense = numels[first] if first is not None else 0
+    if total < dense + floor:
+        raise UserError(
+            f"sparsity {sparsity!r} is not allowed for uniform_plus on this model: it keeps "
+            f"{total} weights, but the dense first conv ({dense}) and the classifier at 20 % "
+            f"density ({floor}) need {dense + floor}; expected a lower sparsity"
+        )
+    counts = dict.fromkeys(range(len(weights)), 0)
+    if first is not None:
+        counts[first] = dense
+    shared = [i for i in range(len(weights)) if i not in (first, last)]
+    budget = total - dense
+    if last is not None:
+        pool = sum(numels[i] for i in shared) + numels[last]
+        if budget * numels[last] >= floor * pool:  # its shared quota keeps at least the floor
+            shared.append(last)
+        else:
+            counts[last] = floor
+            budget -= floor
+    counts.update(_shared_density(numels, shared, budget))
+    return Allocation(tuple(counts.values()))
+
+
 def global_magnitude(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> Allocation:
     """Counts of the global top-K |w| (one threshold over all layers)."""
     wide = any(w.dtype == torch.float64 for w in weights)
@@ -122,6 +171,7 @@ ALLOCATORS: dict[str, Callable[[Sequence[torch.Tensor], float, int], Allocation]
     "lamp": lamp,
     "uniform": uniform,
     "global": global_magnitude,
+    "uniform_plus": uniform_plus,
 }
 ALLOCATIONS: tuple[str, ...] = tuple(ALLOCATORS)
 

@@ -8,7 +8,18 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from sweep.errors import UserError
 from sweep.tasks.repair_passes import forward_pass
+
+
+def require_batchnorm(model: nn.Module, method: str) -> None:
+    """Refuse, before any work, a method that recalibrates BatchNorm on a model that has none:
+    its recalibration would silently do nothing and the result would be mislabelled."""
+    if not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        raise UserError(
+            f"repair method {method!r} recalibrates BatchNorm, but the model "
+            f"({type(model).__name__}) has no BatchNorm layer; use 'none' for it"
+        )
 
 
 def bn_recalibrate(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:

@@ -2,8 +2,8 @@
 
 Every model is built from its entry in :mod:`sweep.catalog.archs` and keeps torchvision's module
 names (``conv1``/``bn1``/``layer1``…/``fc`` for ResNets, ``features.*``/``classifier`` for
-DenseNet) so that pruning and repair code can walk all of them alike, and so that a checkpoint's
-state_dict keys are the ones torchvision users expect.
+DenseNet and VGG) so that pruning and repair code can walk all of them alike, and so that a
+checkpoint's state_dict keys are the ones torchvision users expect.
 
 A checkpoint is one *replicate*: the dense model of a (dataset, arch) trained with seed N, a
 plain state_dict file ``<dir>/<dataset>/<arch>-seed<N>.pt`` (loaded with ``weights_only=True``, so
@@ -33,7 +33,14 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from sweep.atomic import atomic_path, atomic_write
-from sweep.catalog.archs import ARCH_NAMES, CIFAR_RESNET_BUILDER, SMALL, ArchInfo, get_arch
+from sweep.catalog.archs import (
+    ARCH_NAMES,
+    CIFAR_RESNET_BUILDER,
+    CIFAR_VGG_BUILDER,
+    SMALL,
+    ArchInfo,
+    get_arch,
+)
 from sweep.catalog.datasets import DATASETS
 from sweep.errors import CheckpointError, UnknownNameError, UserError
 
@@ -99,14 +106,66 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _stem_conv(in_channels: int, out_channels: int, small: bool) -> nn.Conv2d:
-    """The replacement stem conv: 3x3 stride 1 for small images, else ImageNet's 7x7 stride 2."""
-    conv = (
-        nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=False)
-        if small
-        else nn.Conv2d(in_channels, out_channels, 7, stride=2, padding=3, bias=False)
+VGG_WIDTHS = (64, 128, 256, 512, 512)  # channels of VGG's five blocks (Simonyan & Zisserman)
+
+
+def _vgg_features(convs_per_stage: tuple[int, ...], in_channels: int) -> nn.Sequential:
+    """VGG's conv stack with BatchNorm, laid out (and so indexed) as torchvision's ``features``:
+    per block its 3x3 conv -> BN -> ReLU triples, then a 2x2 max-pool that rounds up."""
+    layers: list[nn.Module] = []
+    for convs, width in zip(convs_per_stage, VGG_WIDTHS, strict=True):
+        for _ in range(convs):
+            conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
+            layers += [conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            in_channels = width
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
+    return nn.Sequential(*layers)
+
+
+class CifarVGG(nn.Module):
+    """VGG with BatchNorm for small images: the common CIFAR form of VGG-16-BN.
+
+    ``features`` is torchvision's (same keys and shapes), except that the max-pools round up, so
+    28 px inputs end at 1x1 like 32 px ones (28 -> 14 -> 7 -> 4 -> 2 -> 1; 32 px is unchanged).
+    Then a global average pool (the identity on a 1x1 map; it keeps larger small inputs working)
+    and one 512 -> classes Linear, instead of torchvision's 25088 -> 4096 -> 4096 -> classes head,
+    which would hold most of the weights and only sees a 1x1 map here. Init as torchvision's VGG.
+    """
+
+    def __init__(
+        self, convs_per_stage: tuple[int, ...], num_classes: int, in_channels: int = 3
+    ) -> None:
+        super().__init__()
+        self.features = _vgg_features(convs_per_stage, in_channels)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(VGG_WIDTHS[-1], num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _stem_conv(old: nn.Conv2d, in_channels: int, small: bool) -> nn.Conv2d:
+    """The replacement stem conv: 3x3 stride 1 for small images, else ``old``'s geometry (ImageNet
+    ResNet/DenseNet: 7x7 stride 2), for ``in_channels`` inputs."""
+    kernel, stride, padding = (3, 1, 1) if small else (old.kernel_size, old.stride, old.padding)
+    conv = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        kernel,
+        stride=stride,
+        padding=padding,
+        bias=old.bias is not None,
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
     return conv
 
 
@@ -119,7 +178,7 @@ def _adapt_stem(model: nn.Module, info: ArchInfo, in_channels: int, small: bool)
     """Swap stem modules in place; the replaced names keep the state_dict keys torchvision's."""
     if small or in_channels != 3:
         old = model.get_submodule(info.stem_conv)
-        _replace(model, info.stem_conv, _stem_conv(in_channels, old.out_channels, small))
+        _replace(model, info.stem_conv, _stem_conv(old, in_channels, small))
     if small and info.stem_pool is not None:
         _replace(model, info.stem_pool, nn.Identity())
 
@@ -132,6 +191,8 @@ def build_model(
     layout = info.check_image_size(image_size)
     if info.builder == CIFAR_RESNET_BUILDER:
         return CifarResNet(info.blocks_per_stage, num_classes, in_channels)
+    if layout == SMALL and info.small_builder == CIFAR_VGG_BUILDER:
+        return CifarVGG(info.convs_per_stage, num_classes, in_channels)
     model = getattr(tvm, info.builder)(weights=None, num_classes=num_classes)
     _adapt_stem(model, info, in_channels, small=layout == SMALL)
     return model

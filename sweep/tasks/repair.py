@@ -5,7 +5,10 @@ labels is refused). The activation-statistic methods first recalibrate BatchNorm
 staged forward pass, fit a `ChannelAffine` at each repair point in forward order so the pruned
 model's statistics there move to the dense model's (points: `sweep.tasks.repair_points`). Cost per
 repair, counted by `count_calibration_passes`: `none` 0 passes, `bn_recal` 1, the activation
-methods 2 (+1 with `recal_after`), plus 1 dense pass when no cached `DenseStats` is given.
+methods 2 (+1 with `recal_after`), plus 1 dense pass when no cached `DenseStats` is given. The
+layer-wise methods `obs_reconstruct` (`sweep.tasks.reconstruct`) and `adaprune`
+(`sweep.tasks.adaprune`) refit the surviving weights against the dense model itself: one paired
+(dense and pruned prefix) pass per prunable layer, then 1 BatchNorm recalibration pass.
 
 `repair` works on a deep copy and returns it in eval mode, on the pruned model's device.
 """
@@ -23,13 +26,15 @@ import torch
 from torch import nn
 
 from sweep.errors import UnknownNameError, UserError
-from sweep.tasks.bn_recal import bn_recalibrate
+from sweep.tasks.adaprune import AdaPruneParams, adaprune
+from sweep.tasks.bn_recal import bn_recalibrate, require_batchnorm
 from sweep.tasks.dense_stats import (
     DenseStats,
     dense_statistics,
     dense_statistics_from_batches,
     model_device,
 )
+from sweep.tasks.reconstruct import ObsParams, obs_reconstruct
 from sweep.tasks.repair_passes import (
     Moments,
     calibration_batches,
@@ -52,11 +57,13 @@ __all__ = [
     "POINT_SETS",
     "REPAIRS",
     "REPAIR_METHODS",
+    "AdaPruneParams",
     "ChannelAffine",
     "DenseStats",
     "MatchParams",
     "Moments",
     "NoParams",
+    "ObsParams",
     "ShrinkParams",
     "attach_repair_points",
     "channel_affine",
@@ -242,11 +249,17 @@ def _channel_var_shrink(model: nn.Module, batches, stats, params: ShrinkParams) 
 
 @dataclass(frozen=True)
 class RepairMethod:
+    """needs_dense: the method compares with the dense model (dense= or dense_stats=);
+    needs_dense_model: it needs the dense model itself (its layer outputs), and `apply` gets it in
+    place of the statistics; recalibrates_bn: refused up front on a model without BatchNorm."""
+
     name: str
     params: type
     apply: Callable[..., None]
     needs_dense: bool
     uses_calibration: bool = True
+    needs_dense_model: bool = False
+    recalibrates_bn: bool = False
 
     @property
     def doc(self) -> str:
@@ -257,10 +270,34 @@ REPAIR_METHODS: dict[str, RepairMethod] = {
     method.name: method
     for method in (
         RepairMethod("none", NoParams, _none, needs_dense=False, uses_calibration=False),
-        RepairMethod("bn_recal", NoParams, _bn_recal, needs_dense=False),
-        RepairMethod("layer_var", MatchParams, _layer_var, needs_dense=True),
-        RepairMethod("channel_var", MatchParams, _channel_var, needs_dense=True),
-        RepairMethod("channel_var_shrink", ShrinkParams, _channel_var_shrink, needs_dense=True),
+        RepairMethod("bn_recal", NoParams, _bn_recal, needs_dense=False, recalibrates_bn=True),
+        RepairMethod("layer_var", MatchParams, _layer_var, needs_dense=True, recalibrates_bn=True),
+        RepairMethod(
+            "channel_var", MatchParams, _channel_var, needs_dense=True, recalibrates_bn=True
+        ),
+        RepairMethod(
+            "channel_var_shrink",
+            ShrinkParams,
+            _channel_var_shrink,
+            needs_dense=True,
+            recalibrates_bn=True,
+        ),
+        RepairMethod(
+            "obs_reconstruct",
+            ObsParams,
+            obs_reconstruct,
+            needs_dense=True,
+            needs_dense_model=True,
+            recalibrates_bn=True,
+        ),
+        RepairMethod(
+            "adaprune",
+            AdaPruneParams,
+            adaprune,
+            needs_dense=True,
+            needs_dense_model=True,
+            recalibrates_bn=True,
+        ),
     )
 }
 REPAIRS: tuple[str, ...] = tuple(REPAIR_METHODS)
@@ -364,24 +401,35 @@ def repair(
 ) -> nn.Module:
     """A repaired copy of `pruned` (eval mode): `method` fitted on the calibration images only.
 
-    `dense` (or its cached `dense_statistics`) is needed by the activation-statistic methods.
+    `dense` (or its cached `dense_statistics`) is needed by the activation-statistic methods; the
+    layer-wise methods (obs_reconstruct, adaprune) need `dense` itself.
     """
     spec = _method(method)
     typed = repair_params(method, **params)
+    if spec.needs_dense_model and dense is None:
+        raise UserError(
+            f"repair method {method!r} fits each layer to the dense model's layer outputs: "
+            "pass dense= (the unpruned model; dense_stats= is not enough)"
+        )
     if spec.needs_dense and dense is None and dense_stats is None:
         raise UserError(
             f"repair method {method!r} matches the dense model's activations: pass dense= "
             "(the unpruned model) or dense_stats= (from dense_statistics)"
         )
+    if spec.recalibrates_bn:
+        require_batchnorm(pruned, method)
     if not spec.uses_calibration:
         return copy.deepcopy(pruned).eval()
     batches = calibration_batches(calibration, model_device(pruned))
-    cal_key = calibration_key(calibration, batches)
     model = copy.deepcopy(pruned).eval()
-    stats = (
-        _dense_stats_for(method, model, batches, cal_key, dense, dense_stats)
-        if spec.needs_dense
-        else None
-    )
-    spec.apply(model, batches, stats, typed)
+    if spec.needs_dense_model:
+        assert dense is not None
+        _check_same_architecture(dense, model)
+        reference: object = dense
+    elif spec.needs_dense:
+        cal_key = calibration_key(calibration, batches)
+        reference = _dense_stats_for(method, model, batches, cal_key, dense, dense_stats)
+    else:
+        reference = None
+    spec.apply(model, batches, reference, typed)
     return model

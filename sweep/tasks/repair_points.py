@@ -14,6 +14,10 @@ can reach:
   norm, norm5), so concatenation inputs are reachable and are NOT repair points. What BN cannot
   reach there is the classifier input (norm5 -> ReLU -> global pool: the pooling changes the
   per-channel spread that norm5 fixed) and the logits.
+- VGG (repair family `CONV_BLOCK_OUTPUTS`): the output of each conv block, i.e. of the block's last
+  ReLU before its max-pool. A positive per-channel affine commutes with the max-pool, and the next
+  block's first conv mixes channels before its BatchNorm, so no BN can undo it; the last block's
+  output reaches the classifier through pooling only. And the logits.
 
 Each point holds a `ChannelAffine` registered as a child of the module it acts on (named
 `repair_out` for the module's output, `repair_in` for its input) and applied by a forward hook, so
@@ -25,7 +29,7 @@ never touched, and the model saves as a plain state_dict. To load one: build the
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from sweep.catalog.archs import BLOCK_OUTPUTS, CLASSIFIER_INPUT
+from sweep.catalog.archs import BLOCK_OUTPUTS, CLASSIFIER_INPUT, CONV_BLOCK_OUTPUTS
 from sweep.errors import UserError
 from sweep.tasks.repair_passes import Stage
 
@@ -86,9 +90,11 @@ class RepairPoint:
 def repair_family(model: nn.Module) -> str:
     """The model's repair-point family (see `sweep.catalog.archs`), read off its structure.
 
-    Structural, not by arch name, so any torchvision-layout ResNet or DenseNet works, built by
+    Structural, not by arch name, so any torchvision-layout ResNet, DenseNet or VGG works, built by
     `build_model` or not; the catalog test checks it agrees with every entry's `repair_family`.
     """
+    if _vgg_block_ends(model) and _vgg_logits(model) is not None:
+        return CONV_BLOCK_OUTPUTS
     if isinstance(getattr(model, "fc", None), nn.Linear) and isinstance(
         getattr(model, "layer1", None), nn.Sequential
     ):
@@ -99,8 +105,49 @@ def repair_family(model: nn.Module) -> str:
         return CLASSIFIER_INPUT
     raise UserError(
         f"no repair points are defined for {type(model).__name__}; activation-statistic repair "
-        "supports ResNet (conv1/layer1../fc) and DenseNet (features/classifier) models"
+        "supports ResNet (conv1/layer1../fc), DenseNet (features/classifier) and VGG "
+        "(a plain conv/BN/ReLU/max-pool features stack, avgpool, classifier) models"
     )
+
+
+_PLAIN_CONV_STACK = (nn.Conv2d, _BatchNorm, nn.ReLU, nn.MaxPool2d)
+
+
+def _vgg_block_ends(model: nn.Module) -> list[int]:
+    """Indices in `features` of the ReLUs right before a max-pool; [] unless VGG-like: `features`
+    a flat conv/BN/ReLU/max-pool stack, and an `avgpool`."""
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential) or not hasattr(model, "avgpool"):
+        return []
+    layers = list(features)
+    if not all(isinstance(layer, _PLAIN_CONV_STACK) for layer in layers):
+        return []
+    return [
+        index
+        for index, layer in enumerate(layers[:-1])
+        if isinstance(layer, nn.ReLU) and isinstance(layers[index + 1], nn.MaxPool2d)
+    ]
+
+
+def _vgg_logits(model: nn.Module) -> str | None:
+    """Name of the final Linear: `classifier` itself, or the last module of a Sequential one."""
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Sequential) and len(classifier):
+        name, last = list(classifier.named_children())[-1]
+        return f"classifier.{name}" if isinstance(last, nn.Linear) else None
+    return "classifier" if isinstance(classifier, nn.Linear) else None
+
+
+def _vgg_points(model: nn.Module) -> list[RepairPoint]:
+    layers = list(model.features)
+    points = []
+    for end in _vgg_block_ends(model):
+        norms = [m for m in layers[:end] if isinstance(m, _BatchNorm)]
+        if not norms:
+            raise UserError(f"VGG block ending at features.{end} has no BatchNorm to size it")
+        points.append(RepairPoint(f"features.{end}", OUT, norms[-1].num_features))
+    logits = _vgg_logits(model)
+    return [*points, RepairPoint(logits, OUT, model.get_submodule(logits).out_features)]
 
 
 def _resnet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -121,9 +168,12 @@ def _block_channels(block: nn.Module) -> int:
 
 def repair_points(model: nn.Module) -> list[RepairPoint]:
     """The model's repair points in forward order (see the module docstring for the choice)."""
-    if repair_family(model) == BLOCK_OUTPUTS:
+    family = repair_family(model)
+    if family == BLOCK_OUTPUTS:
         points = [RepairPoint(name, OUT, _block_channels(b)) for name, b in _resnet_blocks(model)]
         return points + [RepairPoint("fc", OUT, model.fc.out_features)]
+    if family == CONV_BLOCK_OUTPUTS:
+        return _vgg_points(model)
     return [
         RepairPoint("classifier", IN, model.classifier.in_features),
         RepairPoint("classifier", OUT, model.classifier.out_features),
@@ -143,7 +193,7 @@ def attach_repair_points(model: nn.Module, names: Collection[str] | None = None)
             continue
         if names is not None and point.name not in names:
             continue
-        device = next(host.parameters()).device
+        device = next(model.parameters()).device  # a ReLU host has no parameters of its own
         host.add_module(point.side, ChannelAffine(point.channels).to(device))
         if point.side == OUT:
             host.register_forward_hook(_correct_output)
@@ -220,8 +270,37 @@ def _densenet_stages(model: nn.Module) -> list[Stage]:
     return [Stage(trunk, f"classifier.{IN}"), Stage(model.classifier.forward, f"classifier.{OUT}")]
 
 
+def _raw_chain(modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Run `modules` in order; the last by `.forward`, bypassing its own correction hook, so the
+    stage yields the raw output at its repair point."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for module in modules[:-1]:
+            x = module(x)
+        return modules[-1].forward(x)
+
+    return run
+
+
+def _vgg_stages(model: nn.Module) -> list[Stage]:
+    """features block by block, then the last max-pool, avgpool, flatten and the classifier (as
+    torchvision's VGG.forward)."""
+    layers = list(model.features)
+    stages, start = [], 0
+    for end in _vgg_block_ends(model):
+        stages.append(Stage(_raw_chain(layers[start : end + 1]), f"features.{end}.{OUT}"))
+        start = end + 1
+    classifier = model.classifier
+    head = list(classifier) if isinstance(classifier, nn.Sequential) else [classifier]
+    tail = [*layers[start:], model.avgpool, nn.Flatten(1), *head]
+    return [*stages, Stage(_raw_chain(tail), f"{_vgg_logits(model)}.{OUT}")]
+
+
 def stage_plan(model: nn.Module) -> list[Stage]:
     """The model's forward split at its repair points, in order; composes to `model.forward`."""
-    if repair_family(model) == BLOCK_OUTPUTS:
+    family = repair_family(model)
+    if family == BLOCK_OUTPUTS:
         return _resnet_stages(model)
+    if family == CONV_BLOCK_OUTPUTS:
+        return _vgg_stages(model)
     return _densenet_stages(model)
