@@ -1,7 +1,8 @@
 """`make demo`: the embedded demo end to end on this machine.
 
-Fashion-MNIST (Debian's package, or a download) → dense ResNet-20 (trained once, then reused) →
-the `demo` grid on Ray (resumes if run again) → the HTML regime report, whose path it prints.
+Fashion-MNIST (Debian's package, or a download) → three dense ResNet-20 replicates (trained once,
+side by side as Ray tasks, then reused) → the `demo` grid on Ray (resumes if run again) → the HTML
+regime report, whose path it prints.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from sweep.grid import DEMO
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m sweep.demo",
-        description="Run the demo: prepare Fashion-MNIST, train the dense model if missing, "
+        description="Run the demo: check Fashion-MNIST, train the missing dense replicates, "
         "run the demo grid and write the HTML report.",
     )
-    parser.add_argument("--out", type=Path, default=Path("results") / DEMO.name)
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
-    parser.add_argument("--data-root", type=Path)
+    parser.add_argument(
+        "--out", type=Path, default=Path("results") / DEMO.name, help="result store directory"
+    )
+    parser.add_argument(
+        "--checkpoints", type=Path, default=Path("checkpoints"), help="dense checkpoints"
+    )
+    parser.add_argument("--data-root", type=Path, help="where datasets live (default: ./data)")
     parser.add_argument("--report", type=Path, help="report path (default: next to --out)")
     return parser
 

@@ -188,18 +188,14 @@ class ResultSummary:
     def exit_code(self) -> int:
         return 1 if self.failed or self.unfinished else 0
 
-    def read(self):
-        """The store's rows as a DataFrame (one per trial)."""
-        from sweep.store import read_results
-
-        return read_results(self.out)
-
 
 def default_out(grid: Grid) -> Path:
     return Path("results") / grid.name
 
 
-def run_grid(grid: Grid | str, options: LaunchOptions | None = None, **kwargs) -> ResultSummary:
+def run_grid(
+    grid: Grid | str, options: LaunchOptions | None = None, **kwargs: object
+) -> ResultSummary:
     """Run a grid (a `Grid`, a named grid or a YAML path) and return what happened.
 
     The notebook API and the CLI's body alike: `run_grid("demo", out=Path("results/demo"))`.
