@@ -28,7 +28,7 @@ from sweep.cache import default_cache_dir  # noqa: E402
 from sweep.errors import UserError, cli_main  # noqa: E402
 from sweep.grid import NAMED_GRIDS, Grid, load_grid, validate  # noqa: E402
 from sweep.plugins import load_plugins  # noqa: E402
-from sweep.preflight import Plan, make_plan, require_runnable  # noqa: E402
+from sweep.preflight import Plan, make_plan, refresh_store, require_runnable  # noqa: E402
 from sweep.store import ResultStore  # noqa: E402
 from sweep.tasks.data import DEFAULT_DATA_ROOT  # noqa: E402
 from sweep.trial import TrialContext  # noqa: E402
@@ -226,7 +226,7 @@ def run_grid(
                 f"upgraded {report.rows} rows of trial-key schema 1 to today's keys "
                 f"(old files kept in {report.backup})"
             )
-        plan = make_plan(grid, store, options.checkpoints, options.data_root)
+        plan = refresh_store(plan, store)
         require_runnable(plan, pretrain=options.pretrain == "auto")
         store.remove_stale_temporaries()
         return _run_sweep(options, grid, plan, out)

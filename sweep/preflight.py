@@ -6,6 +6,7 @@ seconds, not after an hour on a cluster; nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,7 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
     missing_data = [name for name in grid.datasets if data.find_data(name, data_root) is None]
     digests: Digests = {}
     missing, bad = [], []
+    held_out: dict[str, str] = {}  # validation-split digest per dataset: opening a split is I/O
     for dataset, arch, replicate in checkpoints_needed(grid):
         path = models.checkpoint_path(checkpoint_dir, dataset, arch, replicate)
         if not path.exists():
@@ -100,19 +102,13 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
         try:
             meta = models.verify_checkpoint(path, dataset, arch, replicate)
             if grid.eval_split == "val" and dataset not in missing_data:
-                _check_held_out(path, meta, data.validation_split(dataset, data_root).digest)
+                if dataset not in held_out:
+                    held_out[dataset] = data.validation_split(dataset, data_root).digest
+                _check_held_out(path, meta, held_out[dataset])
             digests[(dataset, arch, replicate)] = meta.sha256
         except CheckpointError as error:
             bad.append(str(error))
-    damaged, legacy, done = [], 0, set()
-    if store.root.is_dir():
-        damaged = [
-            f"store file {path} is damaged ({reason}); move it out of the store and rerun"
-            for path, reason in store.damaged_files()
-        ]
-        if not damaged:
-            legacy = len(store.legacy_files())
-            done = store.finished_keys() | (legacy_finished_keys(store) if legacy else set())
+    damaged, legacy, done = _store_state(store)
     return Plan(
         grid=grid,
         trials=expand(grid, digests),
@@ -124,6 +120,31 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
         legacy_files=legacy,
         data_root=data_root,
     )
+
+
+def _store_state(store: ResultStore) -> tuple[list[str], int, set[str]]:
+    """(damaged-file problems, schema-1 file count, finished keys) from one survey of the store;
+    schema-1 rows count as done under today's keys."""
+    if not store.root.is_dir():
+        return [], 0, set()
+    files = store.survey()
+    damaged = [
+        f"store file {path} is damaged ({reason}); move it out of the store and rerun"
+        for path, reason in files.damaged
+    ]
+    if damaged:
+        return damaged, 0, set()
+    done = store.finished_keys(files)
+    if files.legacy:
+        done |= legacy_finished_keys(store, files.legacy)
+    return damaged, len(files.legacy), done
+
+
+def refresh_store(plan: Plan, store: ResultStore) -> Plan:
+    """`plan` with the store read again (after taking its lock, moving it aside or upgrading
+    it); checkpoints and data are not checked a second time."""
+    damaged, legacy, done = _store_state(store)
+    return dataclasses.replace(plan, done_keys=done, damaged_files=damaged, legacy_files=legacy)
 
 
 def _check_held_out(path: Path, meta: models.CheckpointMeta, digest: str) -> None:

@@ -124,12 +124,13 @@ class ResultStore:
         """The latest row per trial key (ordered by finished_at) as a DataFrame."""
         return read_results(self.root, columns)
 
-    def finished_keys(self) -> set[str]:
+    def finished_keys(self, files: StoreFiles | None = None) -> set[str]:
         """Trial keys whose latest row is ok: a rerun skips these and retries the rest.
 
         Only files of this schema count: key-schema-1 rows are sweep.upgrade's to translate, and
-        damaged files (named on stderr) hold no row a reader could trust."""
-        files = self.survey()
+        damaged files (named on stderr) hold no row a reader could trust. `files`: a survey the
+        caller already made (each survey reads every file's footer)."""
+        files = files or self.survey()
         if not files.usable:
             return set()
         frame = _scan(self.root, files, print_skipped).read(["trial_key", "status"])

@@ -63,19 +63,19 @@ def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
     return {**old, "predictions": None, "correct": None, **identity_columns(config)}
 
 
-def legacy_rows(store: ResultStore) -> list[dict[str, Any]]:
-    """Every row of the store's schema-1 files, upgraded (reads files, writes nothing)."""
+def legacy_rows(store: ResultStore, paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every row of the store's schema-1 files `paths`, upgraded (reads files, writes nothing)."""
     rows = []
-    for path in store.legacy_files():
+    for path in paths:
         partition = _partition_values(store.root, path)
         for old in pq.read_table(path).to_pylist():
             rows.append(upgraded_row({**old, **partition}))
     return rows
 
 
-def legacy_finished_keys(store: ResultStore) -> set[str]:
+def legacy_finished_keys(store: ResultStore, paths: Sequence[Path]) -> set[str]:
     """Today's keys of the schema-1 rows that finished ok: what a resumed sweep must not redo."""
-    return {row["trial_key"] for row in legacy_rows(store) if row["status"] == STATUS_OK}
+    return {row["trial_key"] for row in legacy_rows(store, paths) if row["status"] == STATUS_OK}
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def upgrade_store(store: ResultStore) -> UpgradeReport:
     old_files = store.legacy_files()
     if not old_files:
         return UpgradeReport(0, 0, None)
-    rows = legacy_rows(store)
+    rows = legacy_rows(store, old_files)
     backup = store.root.with_name(store.root.name + BACKUP_SUFFIX)
     if backup.exists():
         backup = backup.with_name(f"{backup.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}")
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{store.root}: nothing to upgrade (every file has key schema 2)")
         return 0
     if args.dry_run:
-        rows = legacy_rows(store)
+        rows = legacy_rows(store, legacy)
         keys = {row["trial_key"] for row in rows}
         print(f"{store.root}: would upgrade {len(rows)} rows ({len(keys)} trials) in "
               f"{len(legacy)} file(s)")  # fmt: skip
