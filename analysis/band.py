@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from analysis.boundaries import BELOW, BEYOND, Crossings
-from analysis.definitions import ACTIVATION, BN_RECAL, NO_REPAIR
+from analysis.definitions import ACTIVATION, BN_RECAL, NO_REPAIR, RECONSTRUCTION
 
 
 def effective_boundaries(crossings: Crossings, own_grid: np.ndarray) -> np.ndarray:
@@ -37,19 +37,26 @@ def role_edge(edges: np.ndarray, roles: np.ndarray, role: str) -> np.ndarray:
 
 def band(edges: np.ndarray, roles: np.ndarray) -> dict[str, np.ndarray]:
     """From where none and BN recalibration stop recovering (the later of the two) to where the
-    best activation-statistic variant stops. edges [..., M, A] -> arrays [..., A]."""
+    best activation-statistic variant stops; and how much of it lies beyond where the best
+    weight reconstruction stops (NaN without one). edges [..., M, A] -> arrays [..., A]."""
     none_edge = role_edge(edges, roles, NO_REPAIR)
     bn_edge = role_edge(edges, roles, BN_RECAL)
     act_edge = role_edge(edges, roles, ACTIVATION)
+    rec_edge = role_edge(edges, roles, RECONSTRUCTION)
     low = np.where(np.isnan(bn_edge), np.nan, np.fmax(none_edge, bn_edge))
     with np.errstate(invalid="ignore"):
         width = np.where(np.isnan(act_edge + low), np.nan, np.maximum(0.0, act_edge - low))
         inside = width > 0
+        beyond = np.where(
+            np.isnan(width + rec_edge), np.nan, np.maximum(0.0, act_edge - np.fmax(low, rec_edge))
+        )
     return {
         "boundary_none": none_edge,
         "boundary_bn_recal": bn_edge,
         "boundary_activation": act_edge,
+        "boundary_reconstruction": rec_edge,
         "band_lo": np.where(inside, low, np.nan),
         "band_hi": np.where(inside, act_edge, np.nan),
         "band_width": width,
+        "band_beyond_reconstruction": beyond,
     }

@@ -154,21 +154,30 @@ def _ranks(
 def _check_eval_sets(
     frame: pd.DataFrame, pair: np.ndarray, pairs: pd.DataFrame, ok: np.ndarray
 ) -> np.ndarray:
-    """Eval images per pair; refuses a pair whose ok rows mix eval splits or eval-set sizes.
+    """Eval images per pair; refuses a pair whose ok rows mix eval splits, eval-set sizes or eval
+    precisions (fp32 on CPU against bf16 on a GPU).
 
-    A row without an eval split predates the column and was evaluated on the test split."""
+    A row without an eval split predates the column and was evaluated on the test split (the
+    loader fills in a missing eval precision, see `row_eval_precision`)."""
     split = frame["eval_split"].fillna("test").astype(str).to_numpy()
     size = frame["eval_size"].to_numpy(float)
+    precision = frame["eval_precision"].astype(str).to_numpy()
     sizes = np.zeros(len(pairs), np.int64)
     for p in np.unique(pair[ok]):
         own = ok & (pair == p)
         name = f"{pairs['dataset'][p]} / {pairs['arch'][p]}"
-        for what, values in (("eval splits", split[own]), ("eval-set sizes", size[own])):
-            present = sorted({str(v) if what == "eval splits" else f"{v:g}" for v in values})
+        checks = (
+            ("eval splits", split[own]),
+            ("eval-set sizes", [f"{v:g}" for v in size[own]]),
+            ("eval precisions", precision[own]),
+        )
+        for what, values in checks:
+            present = sorted({str(v) for v in values})
             if len(present) > 1:
                 raise AnalysisInputError(
                     f"the rows of {name} mix {what} ({', '.join(present)}); rows evaluated on "
-                    "different images are never pooled or compared: analyse one per store"
+                    "different images or in different arithmetic are never pooled or compared: "
+                    "analyse one per store"
                 )
         finite = size[own][np.isfinite(size[own])]
         sizes[p] = int(finite[0]) if len(finite) else 0

@@ -5,9 +5,12 @@ the row's own replicate (each row's `dense_top1`, measured on the same eval imag
 *recovers* at a sparsity if its mean r is ≥ τ, the mean taken over every (replicate, calibration
 seed) cell of the point. Several τ are analysed at once (DEFAULT_TAUS); boundaries, bands and
 regimes are given per τ. Regime of a grid sparsity: `intact` (none recovers),
-`bn_recoverable` (bn_recal does, none does not), `repair_sensitive` (only an activation-statistic
-repair, i.e. any other method, does), `collapsed` (nothing does); `unknown` when a missing repair
-could change that answer.
+`bn_recoverable` (bn_recal does, none does not), `repair_sensitive` (only a repair beyond BN
+recalibration does: an activation-statistic repair or a weight reconstruction), `collapsed`
+(nothing does); `unknown` when a missing repair could change that answer. The repair-sensitive
+band runs from where BN recalibration stops to where the best activation-statistic repair stops;
+where the store has weight reconstructions (obs_reconstruct, adaprune), the part of the band
+beyond their boundary too: the band survives them only where that part is wider than zero.
 
 The unit of every table is a repair *variant* (sweep/variants.py: the method plus its non-default
 parameters), so two settings of one method are two curves, never one average; which role a
@@ -36,8 +39,17 @@ DEFAULT_TAUS = (0.5, 0.7, 0.9)
 CHANCE_ERRORS = 2.0  # binomial standard errors above chance that an arm must clearly exceed
 NO_WINNER, BOTH_AT_CHANCE, NOT_AVAILABLE = "no winner", "both at chance", "n/a"
 NO_REPAIR, BN_RECAL, ACTIVATION = "none", "bn_recal", "activation"
+RECONSTRUCTION = "reconstruction"
+RECONSTRUCTION_METHODS = ("obs_reconstruct", "adaprune")  # refit the surviving weights
 # Display order of methods; methods not listed follow alphabetically, variants after their method.
-METHOD_ORDER = (NO_REPAIR, BN_RECAL, "layer_var", "channel_var", "channel_var_shrink")
+METHOD_ORDER = (
+    NO_REPAIR,
+    BN_RECAL,
+    "layer_var",
+    "channel_var",
+    "channel_var_shrink",
+    *RECONSTRUCTION_METHODS,
+)
 ALLOCATION_ORDER = ("erk", "lamp", "uniform", "uniform_plus", "global")
 # Methods that take no calibration draw: one row per point is their design, not a weakness.
 DETERMINISTIC_METHODS = (NO_REPAIR,)
@@ -61,6 +73,8 @@ COLUMNS = (
     "num_classes",
     "eval_split",
     "eval_size",
+    "eval_precision",
+    "device",
     "dense_top1",
     "top1",
     "correct",
@@ -110,9 +124,12 @@ def chance_margin(chance: np.ndarray | float, eval_size: np.ndarray | float) -> 
 
 
 def repair_role(variant: str) -> str:
-    """NO_REPAIR, BN_RECAL or ACTIVATION: the variant's part in the regime definition."""
+    """NO_REPAIR, BN_RECAL, RECONSTRUCTION or ACTIVATION (any other method): the variant's part
+    in the regime definition."""
     method = variant_method(variant)
-    return method if method in (NO_REPAIR, BN_RECAL) else ACTIVATION
+    if method in (NO_REPAIR, BN_RECAL):
+        return method
+    return RECONSTRUCTION if method in RECONSTRUCTION_METHODS else ACTIVATION
 
 
 def is_deterministic(variant: str) -> bool:

@@ -24,7 +24,8 @@ PERCENT = 100.0
 
 
 def band_findings(summary: pd.DataFrame, tau: float) -> list[str]:
-    """One sentence per allocation on the band at `tau`."""
+    """One sentence per allocation on the band at `tau`, and whether it survives weight
+    reconstruction where the store has one."""
     lines = []
     for row in summary[summary["tau"] == tau].itertuples(index=False):
         if pd.isna(row.band_width):
@@ -35,14 +36,37 @@ def band_findings(summary: pd.DataFrame, tau: float) -> list[str]:
             f"{row.boundary_bn_recal:.3f}, activation repair ({row.activation_variant}) at "
             f"{row.boundary_activation:.3f}: a band {row.band_width:.3f} wide "
             f"[{row.band_width_lo:.3f}, {row.band_width_hi:.3f}] holding "
-            f"{row.sensitive_points} grid point(s) (tau = {tau:g})."
+            f"{row.sensitive_points} grid point(s) (tau = {tau:g})"
+            + _reconstruction_clause(row)
+            + "."
         )
     return lines
 
 
+def _reconstruction_clause(row) -> str:
+    """', and weight reconstruction (…) …' on whether the band survives it ('' without one)."""
+    if not row.reconstruction_variant or pd.isna(row.band_beyond_reconstruction):
+        return ""
+    beyond = (
+        f"{row.band_beyond_reconstruction:.3f} [{row.band_beyond_reconstruction_lo:.3f}, "
+        f"{row.band_beyond_reconstruction_hi:.3f}]"
+    )
+    if row.band_beyond_reconstruction_lo > 0:
+        verdict = f"the band survives it: {beyond} of it lies beyond"
+    elif row.band_beyond_reconstruction_hi > 0:
+        verdict = f"whether the band survives it is inside the noise ({beyond} beyond it)"
+    else:
+        verdict = f"the band does not survive it ({beyond} beyond it)"
+    return (
+        f"; weight reconstruction ({row.reconstruction_variant}) stops at "
+        f"{row.boundary_reconstruction:.3f}: {verdict}"
+    )
+
+
 def allocation_findings(comparison: pd.DataFrame) -> list[str]:
-    """Per variant: at which sparsities LAMP or ERK wins, and whether the preference flips."""
-    lines = []
+    """Per variant: at which sparsities LAMP or ERK wins, and whether the preference flips; then,
+    with several variants, whether the preferred allocation depends on the repair."""
+    lines, sides_of = [], {}
     for variant, rows in comparison.groupby("repair_variant", sort=False):
         won = {
             side: [f"{s:g}" for s in rows.loc[rows["winner"] == side, "sparsity"]]
@@ -64,7 +88,31 @@ def allocation_findings(comparison: pd.DataFrame) -> list[str]:
             + (f" ({detail})" if detail else "")
             + f"; no winner at {undecided} point(s), both at chance at {at_chance}."
         )
+        sides_of[variant] = {side.upper() for side, points in won.items() if points}
+    if len(sides_of) > 1:
+        lines.append(_preference_by_repair(sides_of))
     return lines
+
+
+def _preference_by_repair(sides_of: dict[str, set[str]]) -> str:
+    """Whether the repairs disagree on which allocation ever wins (from the per-variant
+    winners, each named only where its paired interval excludes zero)."""
+    sides = set().union(*sides_of.values())
+    if not sides:
+        return "LAMP against ERK: no allocation wins under any repair."
+
+    def under(side: str) -> str:
+        return ", ".join(v for v, won in sides_of.items() if side in won)
+
+    undecided = [v for v, won in sides_of.items() if not won]
+    rest = f"; no allocation wins under {', '.join(undecided)}" if undecided else ""
+    if len(sides) == 1:
+        (side,) = sides
+        return f"LAMP against ERK: only {side} ever wins, under {under(side)}{rest}."
+    return (
+        "LAMP against ERK: the preferred allocation depends on the repair "
+        f"(LAMP wins under {under('LAMP')}; ERK under {under('ERK')}{rest})."
+    )
 
 
 def variation_table(frame: pd.DataFrame) -> pd.DataFrame:

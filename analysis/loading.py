@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.definitions import COLUMNS, AnalysisInputError, variant_order
-from sweep.schema import STATUS_OK
+from sweep.schema import STATUS_OK, row_eval_precision
 from sweep.store import StoreScan, open_store
 
 
@@ -55,6 +55,10 @@ def load_results(
     scan = open_store(path)
     columns = list(dict.fromkeys([*COLUMNS, "error", *extra_columns]))
     frame = select_variants(scan.read(columns), repairs)
+    frame["eval_precision"] = [
+        row_eval_precision(precision if isinstance(precision, str) else None, device)
+        for precision, device in zip(frame["eval_precision"], frame["device"], strict=True)
+    ]
     ok = frame["status"].eq(STATUS_OK)
     if not ok.any():
         errors = frame["error"].fillna("(no message)").value_counts()

@@ -78,6 +78,7 @@ def provenance(results: Results, tables: RegimeTables) -> list[tuple[str, str]]:
         ("tau", ", ".join(f"{t:g}" for t in tables.taus)),
         ("replicates (dense checkpoints)", _per_pair(frame, "replicate", lambda v: str(int(v)))),
         ("eval split", _per_pair(frame, "eval_split", str)),
+        ("eval precision", _per_pair(frame, "eval_precision", str)),
         ("intervals", interval_text(tables)),
         ("prune-sweep (trials)", _values(frame["prune_sweep_version"])),
         ("skipped damaged files", skipped),
@@ -113,20 +114,19 @@ def _curve_notes(curves: pd.DataFrame) -> list[str]:
 
 
 def _top1_section(curves: pd.DataFrame, confidence: float) -> str:
-    columns = list(dict.fromkeys(zip(curves["allocation"], curves["repair_variant"], strict=True)))
+    """One row per (allocation, variant), one column per sparsity."""
+    curve_names = dict.fromkeys(zip(curves["allocation"], curves["repair_variant"], strict=True))
+    sparsities = sorted(curves["sparsity"].unique())
     cells = {
         (p["allocation"], p["repair_variant"], p["sparsity"]): top1_cell(p)
         for p in curves.to_dict("records")
     }
-    rows = [
-        [f"{s:g}", *(cells.get((a, v, s), MISSING) for a, v in columns)]
-        for s in sorted(curves["sparsity"].unique())
-    ]
+    rows = [[a, v, *(cells.get((a, v, s), MISSING) for s in sparsities)] for a, v in curve_names]
     notes = _curve_notes(curves)
     return (
         f"### Top-1 % by sparsity\n\nMean over replicates and calibration seeds "
         f"[{confidence:.0%} hierarchical bootstrap interval]; {MISSING}: no ok row.\n\n"
-        + table(["sparsity", *(f"{a} / {v}" for a, v in columns)], rows)
+        + table(["allocation", "repair variant", *(f"{s:g}" for s in sparsities)], rows)
         + ("\nFlags:\n\n" + "\n".join(notes) + "\n" if notes else "")
     )
 
@@ -136,6 +136,7 @@ def _interval(lo: float, hi: float) -> str:
 
 
 def _band_section(summary: pd.DataFrame, confidence: float) -> str:
+    reconstructed = summary["reconstruction_variant"].astype(bool).any()
     rows = [
         [
             s.allocation,
@@ -144,18 +145,36 @@ def _band_section(summary: pd.DataFrame, confidence: float) -> str:
             f"{_number(s.boundary_bn_recal)} ({s.bn_recal_variant or MISSING})",
             f"{_number(s.boundary_activation)} ({s.activation_variant or MISSING})",
             f"{_number(s.band_width)} {_interval(s.band_width_lo, s.band_width_hi)}",
+            *(
+                [
+                    f"{_number(s.boundary_reconstruction)} ({s.reconstruction_variant or MISSING})",
+                    f"{_number(s.band_beyond_reconstruction)} "
+                    + _interval(s.band_beyond_reconstruction_lo, s.band_beyond_reconstruction_hi),
+                ]
+                if reconstructed
+                else []
+            ),
             s.sensitive_points,
             s.flags,
         ]
         for s in summary.itertuples(index=False)
     ]
     header = ["allocation", "tau", "none stops", "BN recal. stops", "activation repair stops"]
+    header += ["band width"]
+    if reconstructed:
+        header += ["reconstruction stops", "band beyond reconstruction"]
+    beyond = (
+        " The band survives weight reconstruction only where the part of it beyond the best "
+        "reconstruction's boundary is wider than zero."
+        if reconstructed
+        else ""
+    )
     return (
         "### Repair-sensitive band\n\nPer tau: sparsity where each kind of repair stops "
         "recovering (best variant of the kind in brackets; a boundary outside the grid is "
         "shown at the grid's edge), the band between BN recalibration and activation repair "
-        f"with its {confidence:.0%} interval, and how many grid points lie in it.\n\n"
-        + table([*header, "band width", "sensitive points", "flags"], rows)
+        f"with its {confidence:.0%} interval, and how many grid points lie in it.{beyond}\n\n"
+        + table([*header, "sensitive points", "flags"], rows)
     )
 
 
@@ -306,15 +325,61 @@ def _pair_section(results: Results, tables: RegimeTables, dataset: str, arch: st
     )
 
 
+def _across_section(tables: RegimeTables) -> str:
+    """The band of every (dataset, arch, allocation) side by side at the first tau, so a reader
+    sees at once whether it exists for each network and whether it survives reconstruction."""
+    tau, summary = tables.taus[0], tables.summary
+    rows = summary[summary["tau"] == tau]
+    reconstructed = rows["reconstruction_variant"].astype(bool).any()
+    last = tables.curves.groupby(PAIR)["sparsity"].max()
+
+    def edge(s, boundary: float) -> str:
+        """A boundary at the pair's last grid sparsity: the repair still recovers there."""
+        at_edge = not pd.isna(boundary) and boundary >= last[(s.dataset, s.arch)]
+        return ("≥ " if at_edge else "") + _number(boundary, ".3f")
+
+    body = [
+        [
+            f"{s.dataset} / {s.arch}",
+            s.allocation,
+            edge(s, s.boundary_bn_recal),
+            edge(s, s.boundary_activation),
+            f"{_number(s.band_width, '.3f')} [{_number(s.band_width_lo, '.3f')}, "
+            f"{_number(s.band_width_hi, '.3f')}]",
+            *(
+                [
+                    edge(s, s.boundary_reconstruction),
+                    f"{_number(s.band_beyond_reconstruction, '.3f')} "
+                    f"[{_number(s.band_beyond_reconstruction_lo, '.3f')}, "
+                    f"{_number(s.band_beyond_reconstruction_hi, '.3f')}]",
+                ]
+                if reconstructed
+                else []
+            ),
+        ]
+        for s in rows.itertuples(index=False)
+    ]
+    header = ["dataset / arch", "allocation", "BN recal. stops", "activation repair stops"]
+    header += ["band width"]
+    if reconstructed:
+        header += ["reconstruction stops", "band beyond reconstruction"]
+    return (
+        f"## The band across networks\n\nAt tau = {tau:g}, with {tables.confidence:.0%} "
+        "intervals (≥: the repair still recovers at the grid's last sparsity); each network's "
+        "section below has the other taus and every curve.\n\n" + table(header, body)
+    )
+
+
 def markdown_document(results: Results, tables: RegimeTables, command: str) -> str:
     """The whole document; `command` is the command line that regenerates it."""
     grids = _values(results.frame["grid"])
-    pairs = tables.summary[PAIR].drop_duplicates().itertuples(index=False)
+    pairs = list(tables.summary[PAIR].drop_duplicates().itertuples(index=False))
     parts = [
         f"# prune-sweep results: {grids}\n",
         "Generated from a result store by the command below, which rewrites all of it.\n",
         f"    {command}\n",
         table(["", ""], provenance(results, tables)),
+        *([_across_section(tables)] if len(pairs) > 1 else []),
         *(_pair_section(results, tables, dataset, arch) for dataset, arch in pairs),
     ]
     return "\n".join(parts)

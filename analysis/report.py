@@ -137,6 +137,7 @@ def provenance(
         ("replicates per point (max)", str(int(tables.curves["replicates"].max()))),
         ("dense checkpoints", str(frame["checkpoint_sha256"].nunique())),
         ("eval split", _values(frame, "eval_split")),
+        ("eval precision", _values(frame, "eval_precision")),
         (
             "trials finished",
             f"{finished.min():%Y-%m-%d %H:%M} to {finished.max():%Y-%m-%d %H:%M} UTC"
@@ -224,7 +225,8 @@ def build_sections(
             "Regime map",
             f"Each cell is one (dataset, arch, allocation) at one sparsity; colour = regime with "
             f"tau = {tau}: intact (no repair needed), bn_recoverable (BN recalibration recovers), "
-            "repair_sensitive (only an activation-statistic repair recovers), collapsed (nothing "
+            "repair_sensitive (only a repair beyond BN recalibration recovers: activation "
+            "statistics or weight reconstruction), collapsed (nothing "
             "does), unknown (a missing repair could change it). Markers: where each repair's mean "
             "r crosses tau, with the bootstrap interval. Other taus: the summary table and the "
             "boundary against tau panel. Hover for the numbers.",
@@ -235,7 +237,9 @@ def build_sections(
             "Repair-sensitive band",
             "Per (dataset, arch, allocation, tau): boundaries in sparsity, the band from where BN "
             "recalibration fails to where the best activation-statistic repair fails with the "
-            "bootstrap interval of each end and of its width, and flags.",
+            "bootstrap interval of each end and of its width, where weight reconstruction "
+            "(obs_reconstruct, adaprune) fails and how much of the band lies beyond it, and "
+            "flags.",
             _table_html(tables.summary),
         ),
         (

@@ -27,7 +27,7 @@ from analysis.boundaries import first_crossings
 from analysis.coding import CodedRows
 from analysis.definitions import chance_margin, is_deterministic, repair_role
 
-BAND_FIELDS = ("band_lo", "band_hi", "band_width")
+BAND_FIELDS = ("band_lo", "band_hi", "band_width", "band_beyond_reconstruction")
 
 
 @dataclass

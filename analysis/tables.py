@@ -28,6 +28,7 @@ from analysis.definitions import (
     NO_WINNER,
     NOT_AVAILABLE,
     PAIR,
+    RECONSTRUCTION,
     REPAIR_SENSITIVE,
     UNKNOWN,
     is_deterministic,
@@ -270,6 +271,7 @@ class TableBuilder:
                     errors = int(self.error_trials[p, a])
                     bn_variant = _best(edges[:, a], self.roles, BN_RECAL, coded.variants)
                     act_variant = _best(edges[:, a], self.roles, ACTIVATION, coded.variants)
+                    rec_variant = _best(edges[:, a], self.roles, RECONSTRUCTION, coded.variants)
                     intervals = {
                         f"{name}_{end}": st.band_ci[name][t, i, p, a]
                         for name in BAND_FIELDS
@@ -281,6 +283,7 @@ class TableBuilder:
                         | {"chance": info["chance"], "replicates": st.pair_replicates[p]}
                         | {name: float(values[name][a]) for name in values}
                         | {"bn_recal_variant": bn_variant, "activation_variant": act_variant}
+                        | {"reconstruction_variant": rec_variant}
                         | intervals
                         | {
                             "sensitive_points": int(
@@ -407,6 +410,8 @@ _SUMMARY_COLUMNS = [
     *("boundary_bn_recal", "bn_recal_variant", "boundary_activation", "activation_variant"),
     *("band_lo", "band_lo_lo", "band_lo_hi", "band_hi", "band_hi_lo", "band_hi_hi"),
     *("band_width", "band_width_lo", "band_width_hi"),
+    *("boundary_reconstruction", "reconstruction_variant", "band_beyond_reconstruction"),
+    *("band_beyond_reconstruction_lo", "band_beyond_reconstruction_hi"),
     *("sensitive_points", "trials", "errors", "flags"),
 ]
 _COMPARISON_COLUMNS = [
@@ -425,7 +430,7 @@ def _regime(ok: np.ndarray, roles: np.ndarray) -> str:
         return INTACT
     if ok[roles == BN_RECAL].any():
         return BN_RECOVERABLE
-    if ok[roles == ACTIVATION].any():
+    if ok[(roles == ACTIVATION) | (roles == RECONSTRUCTION)].any():
         return REPAIR_SENSITIVE
     return COLLAPSED
 

@@ -10,13 +10,14 @@ calibration forward pass) and eval_over_forward (evaluate() time / a bare forwar
 same eval images, normalised and already on the device); medians over --runs paired runs.
 
 Then one row per repair method (--methods; dense model given, no cached statistics, so every pass
-is counted): calibration passes counted by the pass driver (a layer-wise method's paired pass per
-layer counts once), model passes (forward calls of the dense and pruned models over the whole
-calibration set, a call stopped at a layer included, divided by the number of batches), backward
-passes (autograd backward calls: adaprune's per-layer gradients are closed-form, so 0), and the
-repair's seconds and peak memory above the starting point, each over one bare calibration forward
-pass's (median of --runs). Without a checkpoint --arch picks the random model (e.g. resnet50
---image-size 32 --calib-size 16 for a short run). The last line is the JSON of everything.
+is counted): calibration passes counted by the pass driver (a layer-wise method's dense pass, and
+its pruned-prefix pass per layer, count once each), model passes (forward calls of the dense and
+pruned models over the whole calibration set, a call stopped at a layer included, divided by the
+number of batches), backward passes (autograd backward calls: adaprune's per-layer gradients are
+closed-form, so 0), and the repair's seconds and peak memory above the starting point, each over
+one bare calibration forward pass's (median of --runs). Without a checkpoint --arch picks the
+random model (e.g. resnet50 --image-size 32 --calib-size 16 for a short run). The last line is
+the JSON of everything.
 """
 
 from __future__ import annotations

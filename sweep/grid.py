@@ -82,7 +82,29 @@ VALIDATION = replace(
     + tuple((d, "densenet121") for d in (*PAPER_DATASETS, "imagenet100")),
 )
 FULL = replace(PAPER, name="full", pairs=PAPER.pairs + VALIDATION.pairs)
-NAMED_GRIDS: dict[str, Grid] = {grid.name: grid for grid in (DEMO, PAPER, VALIDATION, FULL)}
+# Stronger label-free baselines against the allocation, with and without residual connections:
+# sized so that its first run, checkpoints included, fits an hour on 2 CPU cores.
+BASELINES = Grid(
+    name="baselines",
+    pairs=(("fashion_mnist", "resnet20"), ("fashion_mnist", "vgg16_bn_quarter")),
+    allocations=("erk", "lamp", "uniform_plus", "global"),
+    sparsities=(0.80, 0.85, 0.90, 0.92, 0.94, 0.96, 0.98),
+    repairs=(
+        *STUDY_REPAIRS,
+        RepairSpec("channel_var_shrink", (("points", "logits"),)),
+        RepairSpec("channel_var_shrink", (("points", "hidden"),)),
+        RepairSpec("obs_reconstruct"),
+        RepairSpec("adaprune"),
+    ),
+    seeds=(0,),
+    calib_size=256,
+    eval_limit=1000,
+    replicates=(0, 1, 2),
+    resources={"cpus_per_trial": 1, "gpus_per_trial": 0},
+)
+NAMED_GRIDS: dict[str, Grid] = {
+    grid.name: grid for grid in (DEMO, PAPER, VALIDATION, FULL, BASELINES)
+}
 
 
 Digests = dict[tuple[str, str, int], str | None]

@@ -39,6 +39,11 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("calib_size", pa.int64(), "calibration images (train split, no labels)"),
     ("eval_split", pa.string(), "split evaluated on: 'test', or 'val' (held out of train)"),
     ("eval_size", pa.int64(), "evaluation images"),
+    (
+        "eval_precision",
+        pa.string(),
+        "arithmetic of the eval forward passes: 'fp32', or 'bf16' (autocast on CUDA)",
+    ),
     ("dense_top1", pa.float64(), "top-1 of the dense checkpoint on the same eval images"),
     ("top1", pa.float64(), "top-1 accuracy of the pruned and repaired model, 0..1"),
     ("top5", pa.float64(), "top-5 accuracy, null when the dataset has 10 classes or fewer"),
@@ -74,6 +79,19 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("prune_sweep_version", pa.string(), "version of this package"),
     ("finished_at", pa.timestamp("us", tz="UTC"), "when the driver recorded the row"),
 )
+
+# Columns added after trial-key schema 2 without changing any key: a file written before one of
+# them is still this schema's, and readers see the column as null (see `row_eval_precision`).
+ADDED_COLUMNS = frozenset({"eval_precision"})
+
+
+def row_eval_precision(eval_precision: str | None, device: str | None) -> str:
+    """A row's eval precision; rows written before the column was added evaluated in bf16 on
+    CUDA and in fp32 elsewhere, which their `device` column tells apart."""
+    if eval_precision:
+        return eval_precision
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
 
 FILE_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in COLUMNS])
 RESULT_SCHEMA = pa.schema(

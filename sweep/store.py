@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from sweep.atomic import atomic_write
 from sweep.errors import UserError
-from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
+from sweep.schema import ADDED_COLUMNS, FILE_SCHEMA, PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
 
 _PARTITIONING = ds.partitioning(
     pa.schema([pa.field(name, pa.string()) for name in PARTITION_COLUMNS]), flavor="hive"
@@ -187,7 +187,7 @@ def _classify(path: Path) -> tuple[str, str]:
         for field in FILE_SCHEMA
         if field.name in found and not found[field.name].equals(field.type)
     ]
-    missing = [name for name in FILE_SCHEMA.names if name not in found]
+    missing = [name for name in FILE_SCHEMA.names if name not in set(found) | ADDED_COLUMNS]
     if wrong:
         return _DAMAGED, f"not a prune-sweep result file (column {'; '.join(wrong)})"
     if set(missing) == _KEY_SCHEMA_2_COLUMNS:

@@ -141,6 +141,7 @@ class TrialResult:
             "num_classes": self.num_classes,
             "achieved_sparsity": self.pruning["achieved_sparsity"],
             "eval_size": self.eval_size,
+            "eval_precision": self.evaluation.precision,
             "dense_top1": self.dense_top1,
             **self.evaluation.metrics.to_dict(),
             "predictions": self.evaluation.predictions.tolist(),
@@ -180,7 +181,7 @@ def load_stage(
     )
     dense_eval = cache.get_or_create(
         "dense_logits",
-        f"{meta.sha256[:24]}-{eval_set.key[:24]}",
+        f"{meta.sha256[:24]}-{eval_set.key[:24]}-{evaluate.eval_precision(device)}",
         lambda: _dense_eval(dense, eval_set, device),
     )
     method = repair.get_repair(config.repair)

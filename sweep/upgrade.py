@@ -33,7 +33,7 @@ from sweep.arguments import ArgumentParser
 from sweep.errors import cli_main
 from sweep.identity import TrialConfig
 from sweep.rows import identity_columns
-from sweep.schema import PARTITION_COLUMNS, STATUS_OK
+from sweep.schema import PARTITION_COLUMNS, STATUS_OK, row_eval_precision
 from sweep.store import ResultStore, StoreError
 
 BACKUP_SUFFIX = ".key-schema-1-backup"
@@ -60,7 +60,13 @@ def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
         replicate=0,
         eval_split="test",
     )
-    return {**old, "predictions": None, "correct": None, **identity_columns(config)}
+    return {
+        **old,
+        "predictions": None,
+        "correct": None,
+        "eval_precision": row_eval_precision(None, old["device"]),
+        **identity_columns(config),
+    }
 
 
 def legacy_rows(store: ResultStore, paths: Sequence[Path]) -> list[dict[str, Any]]:

@@ -167,6 +167,8 @@ def make_row(
     images: bool = True,
     correct: np.ndarray | None = None,
     eval_seed: int = 0,
+    eval_precision: str | None = "fp32",
+    device: str = "cpu",
 ) -> dict:
     """One complete row of the result schema; unspecified fields get plausible values.
 
@@ -175,7 +177,8 @@ def make_row(
     distinct trial of the same point and variant, which the analysis must flag as a duplicate.
     Per-image results (`predictions`, `correct`) follow the module docstring: `correct` as given
     (a 0/1 vector), else right on round(top1 · N) images; `images=False` leaves them null, as in a
-    store written before they were recorded (the analysis then cannot resample images).
+    store written before they were recorded (the analysis then cannot resample images), and
+    `eval_precision=None` is a row written before that column.
     """
     params = dict(params or {})
     num_classes = num_classes or NUM_CLASSES.get(dataset, 10)
@@ -228,6 +231,7 @@ def make_row(
         "calib_size": calib_size,
         "eval_split": eval_split,
         "eval_size": eval_size,
+        "eval_precision": eval_precision,
         "predictions": predictions,
         "correct": bits,
         "dense_top1": dense_top1,
@@ -247,7 +251,7 @@ def make_row(
         "node": "synthetic",
         "node_ip": "127.0.0.1",
         "gpu_ids": [],
-        "device": "cpu",
+        "device": device,
         "torch_version": "2.14.1",
         "torchvision_version": "0.29.1",
         "ray_version": "2.60.0",

@@ -168,6 +168,9 @@ def test_a_tau_list_gives_one_boundary_per_tau_in_the_table_and_the_markdown(tmp
 BAD_EVAL_SETS = [
     ({"eval_split": "val"}, "mix eval splits (test, val)"),
     ({"eval_size": 1000}, "mix eval-set sizes (1000, 2000)"),
+    ({"eval_precision": "bf16", "device": "cuda:0"}, "mix eval precisions (bf16, fp32)"),
+    # A row written before the column: its CUDA device says it was evaluated in bf16.
+    ({"eval_precision": None, "device": "cuda:0"}, "mix eval precisions (bf16, fp32)"),
 ]
 
 

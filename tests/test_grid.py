@@ -18,7 +18,14 @@ def test_study_sparsities_are_the_twelve_points_from_90_to_95_5_percent():
 
 
 @pytest.mark.parametrize(
-    ("name", "trials"), [("demo", 405), ("paper", 4536), ("validation", 3528), ("full", 8064)]
+    ("name", "trials"),
+    [
+        ("demo", 405),
+        ("paper", 4536),
+        ("validation", 3528),
+        ("full", 8064),
+        ("baselines", 1176),
+    ],
 )
 def test_named_grid_sizes_follow_the_seed_rule(name, trials):
     assert len(expand(load_grid(name), {})) == trials

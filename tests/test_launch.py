@@ -57,6 +57,7 @@ def test_tiny_grid_end_to_end_with_fractional_gpus_then_resume(
     # Half a GPU per trial: Ray pins each trial to exactly one of the two logical GPUs.
     assert all(len(ids) == 1 and ids[0] in {"0", "1"} for ids in frame["gpu_ids"])
     assert set(frame["device"]) == {"cpu"}  # no CUDA here: pinned, but computed on the CPU
+    assert set(frame["eval_precision"]) == {"fp32"}  # bf16 autocast is for CUDA only
     assert (frame["achieved_sparsity"] - frame["sparsity"]).abs().max() < 1e-3
     assert frame["eval_size"].eq(64).all()
     shrink = frame[frame["repair"] == "channel_var_shrink"]
@@ -64,9 +65,12 @@ def test_tiny_grid_end_to_end_with_fractional_gpus_then_resume(
     assert frame.loc[frame["repair"] == "none", "calib_size"].eq(0).all()
     # Shared work ran once per node: one mask set per (allocation, sparsity), one dense-stats
     # per calibration seed, one dense-logits set.
-    fills = [line.split("\t")[0] for line in (cache / "fills.log").read_text().splitlines()]
+    filled = [line.split("\t")[:2] for line in (cache / "fills.log").read_text().splitlines()]
+    fills = [kind for kind, _ in filled]
     assert fills.count("masks") == 4 and fills.count("dense_stats") == 2
     assert fills.count("dense_logits") == 1
+    # The eval precision is part of the dense logits' key: bf16 logits never serve fp32 trials.
+    assert next(key for kind, key in filled if kind == "dense_logits").endswith("-fp32")
 
     _assert_rows_equal_in_process_trials(frame, grid, checkpoint_dir, cache)
 

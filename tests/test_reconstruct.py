@@ -12,13 +12,16 @@ from torch.optim.swa_utils import update_bn
 from torchvision.models import DenseNet
 
 from sweep.errors import UserError
+from sweep.tasks import reconstruct
 from sweep.tasks.adaprune import AdaPruneParams, adaprune_layers
 from sweep.tasks.models import build_model
 from sweep.tasks.prune import prune
 from sweep.tasks.reconstruct import (
     LayerStats,
+    ObsParams,
     flat_weight,
     masked_least_squares,
+    obs_reconstruct,
     peak_gram_floats,
     refit_layers,
 )
@@ -164,10 +167,16 @@ def _toy() -> tuple[nn.Module, nn.Module]:
 def test_adaprune_lowers_the_error_monotonically_and_keeps_zeros():
     dense, pruned = _toy()
     # A shared offset per image correlates the inputs, so the best masked weights lie far from
-    # the surviving dense ones: a fit worth 100 steps (the default budget) at the default lr.
+    # the surviving dense ones: a fit worth 100 steps (the default budget). Adam is not a
+    # descent method: at the default rate (chosen on validation for real networks) this toy's
+    # error wobbles by ~1e-6 once it has converged, so monotone descent is asserted at a small
+    # rate, and the default rate must end at least as low.
     images = _images(32, 2, 8, seed=5) + 2 * _images(32, 1, 1, seed=6)
     batches = list(images.split(8))
-    params = AdaPruneParams(recal_after=False)
+    params = AdaPruneParams(recal_after=False, lr=1e-3)
+    default_rate = adaprune_layers(
+        copy.deepcopy(pruned), batches, dense, AdaPruneParams(recal_after=False)
+    )
     model = copy.deepcopy(pruned)
     history = adaprune_layers(model, batches, dense, params)
     assert list(history) == ["0", "3", "7"]  # forward order
@@ -176,6 +185,7 @@ def test_adaprune_lowers_the_error_monotonically_and_keeps_zeros():
         steps = np.diff(losses)
         assert (steps <= 1e-12 * losses[0]).all(), (name, losses)
         assert losses[-1] < 0.5 * losses[0], name
+        assert default_rate[name][-1] <= losses[-1] * (1 + 1e-6), name
     for name in history:
         before, after = flat_weight(pruned[int(name)]), flat_weight(model[int(name)])
         assert torch.equal(after == 0, before == 0), name  # zeros stay zero, none added
@@ -200,7 +210,9 @@ def test_densenet_and_cost():
     masks = prune(pruned, "erk", 0.9).masks
     with count_calibration_passes() as counter:
         repaired = repair(pruned, "obs_reconstruct", batches, dense=dense)
-    assert counter.passes == len(masks) + 1  # one paired pass per layer, one recalibration
+    # One dense pass keeping every layer's output, one pruned-prefix pass per layer, one
+    # recalibration.
+    assert counter.passes == 1 + len(masks) + 1
     for name, mask in masks.items():
         assert (repaired.get_submodule(name).weight[~mask] == 0).all(), name
     with torch.no_grad():
@@ -251,3 +263,19 @@ def test_model_without_batchnorm_is_refused_before_any_work(method):
     assert f"repair method {method!r} recalibrates BatchNorm" in text and "\n" not in text
     assert "Sequential" in text
     repair(model, "none", _Untouchable())  # nothing to recalibrate: accepted
+
+
+def test_dense_targets_over_the_memory_budget_are_recomputed_per_layer_alike(monkeypatch):
+    dense, pruned = _toy()
+    batches = list(_images(16, 2, 8, seed=7).split(8))
+    kept = copy.deepcopy(pruned)
+    with count_calibration_passes() as counter:
+        obs_reconstruct(kept, batches, dense, ObsParams(recal_after=False))
+    assert counter.passes == 1 + 3  # the dense pass, then one pruned-prefix pass per layer
+    monkeypatch.setattr(reconstruct, "DENSE_TARGET_BYTES", 0)
+    recomputed = copy.deepcopy(pruned)
+    with count_calibration_passes() as counter:
+        obs_reconstruct(recomputed, batches, dense, ObsParams(recal_after=False))
+    assert counter.passes == 3  # one paired pass per layer
+    for a, b in zip(kept.parameters(), recomputed.parameters(), strict=True):
+        assert torch.equal(a, b)  # the same dense outputs either way, bit for bit

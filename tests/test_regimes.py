@@ -194,6 +194,35 @@ def test_each_grid_point_gets_its_regime_and_the_band_width(tmp_path):
     assert s["chance"] == pytest.approx(0.1) and s["dense_top1"] == pytest.approx(0.9)
 
 
+@pytest.mark.parametrize(
+    ("method", "reconstruction_r", "boundary", "beyond", "regime_at_096"),
+    [
+        # obs_reconstruct stops at 0.92 + 0.1 / 0.4 * 0.02 = 0.925, before the band [0.93, 0.945]
+        # starts: all of the band lies beyond it.
+        ("obs_reconstruct", [0.9, 0.6, 0.2, 0.1], 0.925, 0.015, "collapsed"),
+        # adaprune recovers to the grid's end (0.96, the edge used): nothing of the band is left,
+        # and 0.96, where only adaprune recovers, is repair-sensitive rather than collapsed.
+        ("adaprune", [0.9, 0.9, 0.8, 0.6], 0.96, 0.0, "repair_sensitive"),
+    ],
+)
+def test_the_band_beyond_weight_reconstruction(
+    tmp_path, method, reconstruction_r, boundary, beyond, regime_at_096
+):
+    rows = four_regimes() + curve(reconstruction_r, repair=method)
+    tables = analyse(tmp_path, rows)
+    s = one(tables.summary, allocation="erk")
+    assert s["band_width"] == pytest.approx(0.015)  # the band itself is unchanged
+    assert s["reconstruction_variant"] == method
+    assert s["boundary_reconstruction"] == pytest.approx(boundary)
+    assert s["band_beyond_reconstruction"] == pytest.approx(beyond)
+    assert one(tables.regimes, sparsity=0.96)["regime"] == regime_at_096
+
+
+def test_without_a_reconstruction_the_band_beyond_it_is_unknown(tmp_path):
+    s = one(analyse(tmp_path, four_regimes()).summary, allocation="erk")
+    assert s["reconstruction_variant"] == "" and np.isnan(s["band_beyond_reconstruction"])
+
+
 def test_a_missing_repair_makes_only_the_points_it_could_change_unknown(tmp_path):
     # channel_var has no row at 0.94 and 0.96: there none and bn_recal fail, so channel_var alone
     # decides between repair_sensitive and collapsed -> unknown. At 0.90 none recovers: intact
@@ -554,13 +583,14 @@ def test_markdown_numbers_are_the_stores_and_the_regime_tables(variant_store, tm
     ok = frame[frame["status"] == "ok"]
     per_seed = ok.groupby(["allocation", "repair_variant", "sparsity", "seed"])["top1"].mean()
     expected = per_seed.groupby(["allocation", "repair_variant", "sparsity"]).mean() * 100
-    top1 = markdown_table(text, "### Top-1 %").set_index("sparsity")
-    assert list(top1.columns) == [
-        f"{a} / {v}" for a in ("erk", "lamp") for v in ("none", "bn_recal", SHRINK, TAU_HALF)
+    top1 = markdown_table(text, "### Top-1 %").set_index(["allocation", "repair variant"])
+    assert list(top1.index) == [
+        (a, v) for a in ("erk", "lamp") for v in ("none", "bn_recal", SHRINK, TAU_HALF)
     ]
+    assert list(top1.columns) == [f"{s:g}" for s in sorted(ok["sparsity"].unique())]
     assert len(expected) == top1.size - 1  # one point has only an error row
     for (allocation, variant, sparsity), mean in expected.items():
-        cell = top1.loc[f"{sparsity:g}", f"{allocation} / {variant}"]
+        cell = top1.loc[(allocation, variant), f"{sparsity:g}"]
         shown = float(cell.split(" [")[0])  # one decimal: a tie at .x5 may round either way
         assert abs(shown - mean) <= 0.05 + 1e-9, (allocation, variant, sparsity)
     # Intervals: the regime table's hierarchical bootstrap interval of top-1, in %.
@@ -568,7 +598,7 @@ def test_markdown_numbers_are_the_stores_and_the_regime_tables(variant_store, tm
     point = one(tables.curves, allocation="lamp", repair_variant=TAU_HALF, sparsity=0.94)
     lo, hi = 100 * point["top1_lo"], 100 * point["top1_hi"]
     assert lo < 100 * point["top1"] < hi
-    assert top1.loc["0.94", f"lamp / {TAU_HALF}"].endswith(f"[{lo:.1f}, {hi:.1f}]")
+    assert top1.loc[("lamp", TAU_HALF), "0.94"].endswith(f"[{lo:.1f}, {hi:.1f}]")
     assert f"Dense top-1 {100 * dense:.2f} %" in text
     # Boundaries and regimes: the regime table's, row for row, one per curve and tau.
     boundaries = markdown_table(text, "### Regime boundaries")
@@ -602,8 +632,8 @@ def test_markdown_regeneration_rewrites_the_whole_document(variant_store, tmp_pa
     assert main(argv) == 0
     text = out.read_text(encoding="utf-8")
     assert "Written by hand" not in text
-    header = markdown_table(text, "### Top-1 %").columns
-    assert list(header) == ["sparsity", f"erk / {TAU_HALF}", f"lamp / {TAU_HALF}"]
+    curves = markdown_table(text, "### Top-1 %")[["allocation", "repair variant"]]
+    assert curves.values.tolist() == [["erk", TAU_HALF], ["lamp", TAU_HALF]]
     assert f"--repair '{TAU_HALF}'" in text  # the regenerating command names the selection
 
 

@@ -224,3 +224,27 @@ def test_writes_go_through_one_atomic_helper(tmp_path: Path, monkeypatch):
     written = [store.write(_row("a")), *store.write_many([_row("b"), _row("c", minutes=1)])]
     store.compact()
     assert calls[:2] == written and len(calls) == 3
+
+
+def test_a_file_written_before_eval_precision_is_read_and_compacted_as_this_schema(
+    tmp_path: Path,
+):
+    store = ResultStore(tmp_path)
+    store.write(_row("new", minutes=1))
+    old = {k: v for k, v in _row("old", device="cuda:0").items() if k != "eval_precision"}
+    fields = [f for f in FILE_SCHEMA if f.name != "eval_precision"]
+    directory = tmp_path / "dataset=cifar10" / "arch=resnet18"
+    pq.write_table(
+        pa.table({f.name: [old[f.name]] for f in fields}, schema=pa.schema(fields)),
+        directory / "part-old.parquet",
+    )
+    survey = store.survey()
+    assert len(survey.usable) == 2 and not survey.damaged and not survey.legacy
+    frame = read_results(tmp_path).set_index("trial_key")
+    assert frame.loc["new", "eval_precision"] == "fp32"
+    assert pd.isna(frame.loc["old", "eval_precision"])  # the analysis reads it from `device`
+    assert store.compact() == 2
+    compacted = read_results(tmp_path).set_index("trial_key")
+    assert pd.isna(compacted.loc["old", "eval_precision"])
+    assert compacted.loc["new", "eval_precision"] == "fp32"
+    assert pq.read_schema(store.files()[0]) == FILE_SCHEMA

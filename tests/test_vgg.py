@@ -9,6 +9,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from sweep.catalog.archs import CONV_BLOCK_OUTPUTS, get_arch
+from sweep.errors import UserError
 from sweep.tasks import train
 from sweep.tasks.datasets.holdout import holdout
 from sweep.tasks.evaluate import fold_batchnorm
@@ -89,6 +90,31 @@ def test_cifar_form_parameter_count():
     """The common CIFAR VGG-16-BN: 14.7 M parameters (13 convs with BN, a 512 -> 10 Linear)."""
     model = build_model("vgg16_bn", 10, image_size=32)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 14.7
+
+
+def test_quarter_width_vgg16_is_vgg16_with_a_quarter_of_the_channels():
+    """The `baselines` grid's VGG: VGG-16-BN's layout (13 convs, the same block ends and repair
+    points) with every width divided by 4, small inputs only, no ImageNet weights to load."""
+    info = get_arch("vgg16_bn_quarter")
+    assert info.layouts == ("small",) and not info.imagenet_weights and not info.residual
+    full = build_model("vgg16_bn", 10, in_channels=1, image_size=28)
+    quarter = build_model("vgg16_bn_quarter", 10, in_channels=1, image_size=28).eval()
+    full_shapes = {k: tuple(v.shape) for k, v in full.state_dict().items()}
+    for key, value in quarter.state_dict().items():
+        want = full_shapes[key]
+        if value.dim() == 4:  # conv: both channel counts a quarter, the stem's input kept
+            assert tuple(value.shape) == (want[0] // 4, max(want[1] // 4, 1), *want[2:]), key
+        elif value.dim() == 2:  # the classifier: 128 -> 10
+            assert tuple(value.shape) == (want[0], want[1] // 4), key
+    assert quarter.state_dict().keys() == full.state_dict().keys()
+    assert sum(p.numel() for p in quarter.parameters()) == 923_898
+    assert [n for n, m in quarter.named_modules() if isinstance(m, nn.Conv2d)] == [
+        n for n, m in full.named_modules() if isinstance(m, nn.Conv2d)
+    ]
+    with torch.no_grad():
+        assert quarter.features(_images(2, 1, 28)).shape == (2, 128, 1, 1)
+    with pytest.raises(UserError, match="no layout for 224 px"):
+        build_model("vgg16_bn_quarter", 10, image_size=224)
 
 
 def test_cifar_form_folds_batchnorm_for_evaluation(dense):

@@ -57,6 +57,7 @@ class ArchInfo:
     small_builder: str | None = None  # builds the small layout instead of `builder` + small stem
     small_classifier: str | None = None  # the small layout's final Linear, where it differs
     convs_per_stage: tuple[int, ...] | None = None  # VGG: 3x3 convs before each max-pool
+    width_divisor: int = 1  # VGG: every block has VGG's channels divided by this
 
     def classifier_for(self, image_size: int) -> str:
         """Module name of the final Linear of the model built for `image_size`."""
@@ -67,7 +68,7 @@ class ArchInfo:
     @property
     def imagenet_weights(self) -> bool:
         """Whether torchvision publishes ImageNet weights to fine-tune from (224 px datasets)."""
-        return self.builder != CIFAR_RESNET_BUILDER
+        return self.builder not in (CIFAR_RESNET_BUILDER, CIFAR_VGG_BUILDER)
 
     def check_image_size(self, image_size: int) -> str:
         """The layout for `image_size`; UserError when this architecture has no such layout."""
@@ -111,23 +112,26 @@ def _torchvision_resnet(name: str) -> ArchInfo:
     )
 
 
-def _vgg_bn(name: str, convs_per_stage: tuple[int, ...]) -> ArchInfo:
+def _vgg_bn(name: str, convs_per_stage: tuple[int, ...], width_divisor: int = 1) -> ArchInfo:
     """VGG with BatchNorm: torchvision's network for large inputs; for small ones the common CIFAR
     form (the same `features`, max-pools rounding up, a global pool and one 512 -> classes Linear;
-    see sweep.tasks.models.CifarVGG)."""
+    see sweep.tasks.models.CifarVGG). A narrowed VGG (width_divisor > 1) exists in the small form
+    only: torchvision has no such network and no weights for it."""
+    full_width = width_divisor == 1
     return ArchInfo(
         name=name,
         family="vgg",
-        builder=name,
-        classifier="classifier.6",
+        builder=name if full_width else CIFAR_VGG_BUILDER,
+        classifier="classifier.6" if full_width else "classifier",
         repair_family=CONV_BLOCK_OUTPUTS,
         residual=False,
-        layouts=(SMALL, IMAGENET),
+        layouts=(SMALL, IMAGENET) if full_width else (SMALL,),
         stem_conv="features.0",
         stem_pool=None,  # no stem pool: the first max-pool ends the first block
         small_builder=CIFAR_VGG_BUILDER,
         small_classifier="classifier",
         convs_per_stage=convs_per_stage,
+        width_divisor=width_divisor,
     )
 
 
@@ -153,6 +157,10 @@ ARCHS: dict[str, ArchInfo] = {
         ),
         _vgg_bn("vgg11_bn", (1, 1, 2, 2, 2)),
         _vgg_bn("vgg16_bn", (2, 2, 3, 3, 3)),
+        # VGG-16-BN at a quarter of the width (16-128 channels, 0.92 M weights at 10 classes, 1/16
+        # of the multiply-adds): the plain, non-residual network a 2-core machine can train and
+        # sweep in the `baselines` grid's budget.
+        _vgg_bn("vgg16_bn_quarter", (2, 2, 3, 3, 3), width_divisor=4),
     )
 }
 ARCH_NAMES: tuple[str, ...] = tuple(ARCHS)

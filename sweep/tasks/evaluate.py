@@ -149,9 +149,15 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return folded
 
 
+def eval_precision(device: torch.device, mixed_precision: bool = True) -> str:
+    """'bf16' where eval autocasts (CUDA, mixed_precision), else 'fp32': recorded in every row and
+    in the dense-logits cache key, so results of the two never mix silently."""
+    return "bf16" if mixed_precision and device.type == "cuda" else "fp32"
+
+
 def _autocast(device: torch.device, mixed_precision: bool):
     """bf16 autocast on CUDA (the GPU check measures its top-1 cost against fp32); fp32 on CPU."""
-    enabled = mixed_precision and device.type == "cuda"
+    enabled = eval_precision(device, mixed_precision) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -240,6 +246,7 @@ class Evaluation:
     metrics: Metrics
     predictions: np.ndarray  # uint16 predicted class per image, eval-set order
     correct: np.ndarray  # bool per image
+    precision: str  # eval_precision(): 'fp32' or 'bf16'
 
     def packed_correct(self) -> bytes:
         """The correctness bits as numpy.packbits bytes (big-endian bit order)."""
@@ -254,12 +261,14 @@ def evaluate_per_image(
     compile: bool = False,
 ) -> Evaluation:
     """`evaluate`, keeping every image's predicted class and whether it was right."""
-    logits, labels = _predict(model, eval_set, torch.device(device), compile, EVAL_BATCH_SIZE)
+    device = torch.device(device)
+    logits, labels = _predict(model, eval_set, device, compile, EVAL_BATCH_SIZE)
     predicted = logits.argmax(1)
     return Evaluation(
         metrics=metrics_from_logits(logits, labels, dense_logits),
         predictions=predicted.numpy().astype(np.uint16),
         correct=(predicted == labels.long()).numpy(),
+        precision=eval_precision(device),
     )
 
 

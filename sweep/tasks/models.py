@@ -109,11 +109,13 @@ class CifarResNet(nn.Module):
 VGG_WIDTHS = (64, 128, 256, 512, 512)  # channels of VGG's five blocks (Simonyan & Zisserman)
 
 
-def _vgg_features(convs_per_stage: tuple[int, ...], in_channels: int) -> nn.Sequential:
+def _vgg_features(
+    convs_per_stage: tuple[int, ...], in_channels: int, widths: tuple[int, ...]
+) -> nn.Sequential:
     """VGG's conv stack with BatchNorm, laid out (and so indexed) as torchvision's ``features``:
     per block its 3x3 conv -> BN -> ReLU triples, then a 2x2 max-pool that rounds up."""
     layers: list[nn.Module] = []
-    for convs, width in zip(convs_per_stage, VGG_WIDTHS, strict=True):
+    for convs, width in zip(convs_per_stage, widths, strict=True):
         for _ in range(convs):
             conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
             layers += [conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
@@ -128,17 +130,23 @@ class CifarVGG(nn.Module):
     ``features`` is torchvision's (same keys and shapes), except that the max-pools round up, so
     28 px inputs end at 1x1 like 32 px ones (28 -> 14 -> 7 -> 4 -> 2 -> 1; 32 px is unchanged).
     Then a global average pool (the identity on a 1x1 map; it keeps larger small inputs working)
-    and one 512 -> classes Linear, instead of torchvision's 25088 -> 4096 -> 4096 -> classes head,
-    which would hold most of the weights and only sees a 1x1 map here. Init as torchvision's VGG.
+    and one 512 -> classes Linear (a narrowed VGG: its last width), instead of torchvision's
+    25088 -> 4096 -> 4096 -> classes head, which would hold most of the weights and only sees a
+    1x1 map here. Init as torchvision's VGG.
     """
 
     def __init__(
-        self, convs_per_stage: tuple[int, ...], num_classes: int, in_channels: int = 3
+        self,
+        convs_per_stage: tuple[int, ...],
+        num_classes: int,
+        in_channels: int = 3,
+        width_divisor: int = 1,
     ) -> None:
         super().__init__()
-        self.features = _vgg_features(convs_per_stage, in_channels)
+        widths = tuple(width // width_divisor for width in VGG_WIDTHS)
+        self.features = _vgg_features(convs_per_stage, in_channels, widths)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(VGG_WIDTHS[-1], num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -192,7 +200,7 @@ def build_model(
     if info.builder == CIFAR_RESNET_BUILDER:
         return CifarResNet(info.blocks_per_stage, num_classes, in_channels)
     if layout == SMALL and info.small_builder == CIFAR_VGG_BUILDER:
-        return CifarVGG(info.convs_per_stage, num_classes, in_channels)
+        return CifarVGG(info.convs_per_stage, num_classes, in_channels, info.width_divisor)
     model = getattr(tvm, info.builder)(weights=None, num_classes=num_classes)
     _adapt_stem(model, info, in_channels, small=layout == SMALL)
     return model

@@ -7,8 +7,9 @@ model's statistics there move to the dense model's (points: `sweep.tasks.repair_
 repair, counted by `count_calibration_passes`: `none` 0 passes, `bn_recal` 1, the activation
 methods 2 (+1 with `recal_after`), plus 1 dense pass when no cached `DenseStats` is given. The
 layer-wise methods `obs_reconstruct` (`sweep.tasks.reconstruct`) and `adaprune`
-(`sweep.tasks.adaprune`) refit the surviving weights against the dense model itself: one paired
-(dense and pruned prefix) pass per prunable layer, then 1 BatchNorm recalibration pass.
+(`sweep.tasks.adaprune`) refit the surviving weights against the dense model itself: one dense
+pass keeping every layer's output (where they fit in memory, else the dense prefix reruns beside
+each pruned one), one pruned-prefix pass per prunable layer, then 1 BatchNorm recalibration pass.
 
 `repair` works on a deep copy and returns it in eval mode, on the pruned model's device.
 """
