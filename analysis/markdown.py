@@ -131,8 +131,8 @@ def _top1_section(curves: pd.DataFrame, confidence: float) -> str:
     )
 
 
-def _interval(lo: float, hi: float) -> str:
-    return f"[{_number(lo)}, {_number(hi)}]"
+def _interval(lo: float, hi: float, fmt: str = ".4f") -> str:
+    return f"[{_number(lo, fmt)}, {_number(hi, fmt)}]"
 
 
 def _band_section(summary: pd.DataFrame, confidence: float) -> str:
@@ -344,14 +344,14 @@ def _across_section(tables: RegimeTables) -> str:
             s.allocation,
             edge(s, s.boundary_bn_recal),
             edge(s, s.boundary_activation),
-            f"{_number(s.band_width, '.3f')} [{_number(s.band_width_lo, '.3f')}, "
-            f"{_number(s.band_width_hi, '.3f')}]",
+            f"{_number(s.band_width, '.3f')} " + _interval(s.band_width_lo, s.band_width_hi, ".3f"),
             *(
                 [
                     edge(s, s.boundary_reconstruction),
                     f"{_number(s.band_beyond_reconstruction, '.3f')} "
-                    f"[{_number(s.band_beyond_reconstruction_lo, '.3f')}, "
-                    f"{_number(s.band_beyond_reconstruction_hi, '.3f')}]",
+                    + _interval(
+                        s.band_beyond_reconstruction_lo, s.band_beyond_reconstruction_hi, ".3f"
+                    ),
                 ]
                 if reconstructed
                 else []

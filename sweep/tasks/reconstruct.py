@@ -157,31 +157,19 @@ DENSE_TARGET_BYTES = 1 << 30
 def dense_targets(
     dense: nn.Module, names: Sequence[str], batches: Sequence[torch.Tensor]
 ) -> dict[str, list[torch.Tensor]] | None:
-    """Each named layer's dense output on every batch, from one forward pass, or None where they
-    would exceed DENSE_TARGET_BYTES. The values are those a pass stopped at the layer gives."""
+    """Each named layer's dense output on every batch, from one forward pass, or None once they
+    would exceed DENSE_TARGET_BYTES (the pass stops there; past the budget, a model's first few
+    images already fill it). The values are those a pass stopped at the layer gives."""
     device = model_device(dense)
-    floats = {name: 0 for name in names}
-
-    def size(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            floats[name] = output[0].numel()
-
-        return hook
-
-    handles = [dense.get_submodule(n).register_forward_hook(size(n)) for n in names]
-    try:
-        with torch.no_grad():
-            dense(batches[0][:1].to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    images = sum(len(batch) for batch in batches)
-    if sum(floats.values()) * images * 4 > DENSE_TARGET_BYTES:
-        return None
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    kept = 0
 
     def keep(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            nonlocal kept
+            kept += output.numel() * output.element_size()
+            if kept > DENSE_TARGET_BYTES:
+                raise _Stop
             outputs[name].append(output.detach().clone())  # clone: later in-place ops
 
         return hook
@@ -190,6 +178,8 @@ def dense_targets(
     try:
         with torch.no_grad():
             forward_pass(dense, [batch.to(device) for batch in batches])
+    except _Stop:
+        return None
     finally:
         for handle in handles:
             handle.remove()
