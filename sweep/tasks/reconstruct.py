@@ -11,21 +11,28 @@ at that layer, on every calibration batch, and folds in float64
 
 so the squared error |W X - T|^2 of any weight W is tr(W H W^T) - 2 tr(W C) + sum |T|^2 without
 ever holding the unfolded inputs of the whole set. `obs_reconstruct` then solves, per output row
-i with surviving inputs S_i (the row's non-zero weights, held fixed),
+i with kept inputs S_i (the pruning step's mask, else the row's non-zero weights; held fixed) and
+masked weights w0_i (the layer's kept weights: their dense values),
 
-    w_i[S_i] = (H[S_i, S_i] + lam I)^-1 C[S_i, i],   lam = damping * mean(diag H),
+    min over w of |w X[S_i] - T_i|^2 + lam |w - w0_i[S_i]|^2,   lam = damping * mean(diag H),
+    w_i[S_i] = (H[S_i, S_i] + lam I)^-1 (C[S_i, i] + lam w0_i[S_i]),
 
-the Optimal Brain Compression / SparseGPT update with the mask given; weights outside S_i stay
-exactly zero. Rows sharing one mask (a layer the allocation left dense) share one factorisation.
-BatchNorm is recalibrated afterwards (`recal_after`, see `LayerwiseParams`).
+the Optimal Brain Compression / SparseGPT update with the mask given: damping H itself pulls the
+kept weights towards their dense values, not towards zero as a ridge would, so since w0_i is a
+candidate a row never ends with more output error than plain masking (at any damping; 0 is plain
+least squares). It is solved as the step w_i = w0_i + (H[S_i, S_i] + lam I)^-1 g_i from the
+masked weights along g = C - H w0 (minus half the gradient), which keeps that guarantee where H is
+singular (damping 0: the least-squares step of least norm). Weights outside S_i stay exactly zero.
+Rows sharing one mask (a layer the allocation left dense) share one factorisation. BatchNorm is
+recalibrated afterwards (`recal_after`, see `LayerwiseParams`).
 
 Cost: one dense pass that keeps every layer's output when they fit in DENSE_TARGET_BYTES, then one
 pass of the pruned prefix per prunable layer (each stops at its layer, so about half a pass on
 average; counted as one calibration pass each), plus the recalibration pass. Beyond the budget
 the dense prefix runs again beside each pruned one.
 
-Memory: the largest layer's H and C, plus one batch's unfolded inputs; the per-row solves run in
-chunks no larger than H and C together. With d = C_in * k * k, the peak H is (`peak_gram_floats`)
+Memory: the largest layer's H, C and g, plus one batch's unfolded inputs; the per-row solves run
+in chunks no larger than H and C together. With d = C_in * k * k, the peak H is (`peak_gram_floats`)
 ResNet-50 at 224 px: the layer4 3x3 convs, d = 512 * 9 = 4608, 4608^2 = 21.2 M floats (170 MB in
 float64); DenseNet-121 at 224 px: the dense layers' 3x3 convs, d = 128 * 9 = 1152, 1152^2 = 1.33 M
 floats (10.6 MB). The input size does not change H, only the batch's unfolded inputs (ResNet-50
@@ -34,6 +41,7 @@ stem at 224 px: 147 x 12544 floats per image).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -61,14 +69,16 @@ class LayerwiseParams:
 
 @dataclass(frozen=True)
 class ObsParams(LayerwiseParams):
-    """damping: ridge added to every masked solve, as a fraction of the mean diagonal of the
-    layer's Gram matrix (> 0); it keeps the solve stable where inputs are (nearly) collinear."""
+    """damping: how strongly every masked solve holds the kept weights to their dense values, as
+    a fraction of the mean diagonal of the layer's Gram matrix (>= 0, finite; OBC/SparseGPT's
+    dampening of H). It keeps the solve stable where inputs are (nearly) collinear; at any value
+    a layer ends no worse than plain masking; 0 is plain least squares."""
 
     damping: float = 0.01
 
     def __post_init__(self) -> None:
-        if not self.damping > 0:
-            raise UserError(f"obs_reconstruct damping must be > 0, got {self.damping}")
+        if not 0 <= self.damping < math.inf:  # NaN fails the comparison too
+            raise UserError(f"obs_reconstruct damping must be finite and >= 0, got {self.damping}")
 
 
 @dataclass
@@ -259,14 +269,24 @@ def prunable_in_forward_order(model: nn.Module, example: torch.Tensor) -> list[s
 Fit = Callable[[str, torch.Tensor, torch.Tensor, LayerStats], torch.Tensor]
 
 
-def refit_layers(
-    model: nn.Module, dense: nn.Module, batches: Sequence[torch.Tensor], fit: Fit
-) -> None:
-    """Refit every prunable layer of `model` in forward order, its zeros held fixed.
+Masks = dict[str, torch.Tensor]
 
-    `fit(name, weight, mask, stats)` gets the float64 weight [out, d], its non-zero mask and the
-    layer's statistics (measured after all earlier layers were refitted) and returns the new
-    weight; entries outside the mask are written as exact zeros whatever it returns.
+
+def refit_layers(
+    model: nn.Module,
+    dense: nn.Module,
+    batches: Sequence[torch.Tensor],
+    fit: Fit,
+    masks: Masks | None = None,
+) -> None:
+    """Refit every prunable layer of `model` in forward order, its mask held fixed.
+
+    `masks`: the pruning step's bool keep-masks (weight shapes, keyed by module name as
+    `sweep.tasks.prune` keys them); None takes each layer's non-zero weights, which also fixes at
+    zero a kept weight that happens to be exactly zero. `fit(name, weight, mask, stats)` gets the
+    float64 weight [out, d], its mask and the layer's statistics (measured after all earlier
+    layers were refitted) and returns the new weight; entries outside the mask are written as
+    exact zeros whatever it returns.
     """
     was_training = dense.training
     dense.eval()
@@ -279,7 +299,11 @@ def refit_layers(
             own = targets.pop(name) if targets is not None else None  # freed once used
             stats = layer_statistics(dense, model, name, batches, own)
             weight = flat_weight(layer).detach().double()
-            mask = weight != 0
+            mask = (
+                weight != 0
+                if masks is None
+                else masks[name].to(weight.device).reshape(weight.shape)
+            )
             new = fit(name, weight, mask, stats)
             with torch.no_grad():
                 layer.weight.copy_(torch.where(mask, new, 0.0).reshape(layer.weight.shape))
@@ -290,82 +314,97 @@ def refit_layers(
 def masked_least_squares(
     stats: LayerStats, weight: torch.Tensor, mask: torch.Tensor, damping: float
 ) -> torch.Tensor:
-    """Per row, the damped least-squares weights on the row's mask (others zero).
+    """Per row, the damped least-squares weights on the row's mask (others zero), held to the
+    masked `weight` with lam = damping * mean(diag H) (the OBC/SparseGPT update).
 
-    Rows are grouped by identical mask (one Cholesky factorisation per group) and groups solved
-    in padded batches whose [k, k] systems together stay within the size of H and C.
+    Solved as a step from the masked weights (see the module docstring), so no row's output error
+    exceeds the masked weights' even where H[S, S] is singular. Rows are grouped by identical
+    mask (one factorisation per group) and groups solved in padded batches whose [k, k] systems
+    together stay within the size of H and C.
     """
+    start_weight = torch.where(mask, weight, 0.0)
     scale = stats.gram.diagonal().mean()
     if not scale > 0:  # the layer's inputs are all zero: every weight gives the same output
-        return weight
+        return start_weight
     lam = damping * scale
     d, out = stats.cross.shape
+    pull = stats.cross - stats.gram @ start_weight.T  # [d, out]: minus half the gradient
     masks, group_of_row, counts = torch.unique(mask, dim=0, return_inverse=True, return_counts=True)
     rows_of = list(torch.argsort(group_of_row, stable=True).split(counts.tolist()))
     sizes = masks.sum(1)
     groups = [int(g) for g in torch.argsort(sizes, descending=True) if sizes[g] > 0]
-    result = torch.zeros_like(weight)
+    step = torch.zeros_like(weight)
     budget = d * d + d * out
-    start = 0
-    while start < len(groups):
-        k = int(sizes[groups[start]])
+    first = 0
+    while first < len(groups):
+        k = int(sizes[groups[first]])
         chunk, widest = [], 0
-        for g in groups[start:]:
+        for g in groups[first:]:
             width = max(widest, len(rows_of[g]))
             if chunk and (len(chunk) + 1) * (k * k + k * width) > budget:
                 break
             chunk.append(g)
             widest = width
-        _solve_chunk(stats, masks, rows_of, chunk, k, widest, lam, result)
-        start += len(chunk)
-    return result
+        _solve_chunk(stats.gram, pull, masks, rows_of, chunk, k, widest, lam, step)
+        first += len(chunk)
+    return start_weight + step
 
 
 def _solve_chunk(
-    stats: LayerStats,
+    gram: torch.Tensor,
+    pull: torch.Tensor,
     masks: torch.Tensor,
     rows_of: list[torch.Tensor],
     chunk: list[int],
     k: int,
     width: int,
     lam: torch.Tensor,
-    result: torch.Tensor,
+    step: torch.Tensor,
 ) -> None:
-    """Solve the masked systems of `chunk` (groups with at most k kept inputs) in one batch."""
-    device = stats.gram.device
+    """Solve (H[S, S] + lam I) step = pull[S] for `chunk` (groups with at most k kept inputs) in
+    one batch: Cholesky when damped, else the pseudo-inverse (H[S, S] may be singular)."""
+    device = gram.device
     group = torch.tensor(chunk, device=masks.device)
     chosen = masks[group]
     # Kept input indices first (ascending), then filler indices masked out by `valid`.
     index = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :k].to(device)
     valid = (torch.arange(k, device=device) < chosen.sum(1, keepdim=True).to(device)).double()
-    systems = stats.gram[index[:, :, None], index[:, None, :]] * valid[:, :, None] * valid[:, None]
+    systems = gram[index[:, :, None], index[:, None, :]] * valid[:, :, None] * valid[:, None]
     systems += torch.diag_embed(valid * lam + (1 - valid))
     rows = torch.full((len(chunk), width), -1, dtype=torch.long, device=device)
     for slot, g in enumerate(chunk):
         rows[slot, : len(rows_of[g])] = rows_of[g].to(device)
     has_row = (rows >= 0).double()
-    rhs = stats.cross[index[:, :, None], rows.clamp(min=0)[:, None, :]]
+    rhs = pull[index[:, :, None], rows.clamp(min=0)[:, None, :]]
     rhs = rhs * valid[:, :, None] * has_row[:, None, :]
-    solution = torch.cholesky_solve(rhs, torch.linalg.cholesky(systems))  # [chunk, k, width]
+    if lam > 0:
+        solution = torch.cholesky_solve(rhs, torch.linalg.cholesky(systems))
+    else:  # the least-norm step: zero along directions the inputs never span
+        solution = torch.linalg.pinv(systems, hermitian=True) @ rhs  # [chunk, k, width]
     for slot, g in enumerate(chunk):
         kept = int(chosen[slot].sum())
         row_ids = rows_of[g].to(device)
         cols = index[slot, :kept]
-        result[row_ids[:, None], cols[None, :]] = solution[slot, :kept, : len(row_ids)].T
+        step[row_ids[:, None], cols[None, :]] = solution[slot, :kept, : len(row_ids)].T
 
 
 def obs_reconstruct(
-    model: nn.Module, batches: Sequence[torch.Tensor], dense: nn.Module, params: ObsParams
+    model: nn.Module,
+    batches: Sequence[torch.Tensor],
+    dense: nn.Module,
+    params: ObsParams,
+    masks: Masks | None = None,
 ) -> None:
-    """Layer by layer in forward order, refits each Conv2d/Linear's surviving weights (mask
-    fixed) by damped least squares so its output on the pruned prefix's inputs matches the dense
-    layer's output on the same calibration images (OBC/SparseGPT update with the mask given);
-    then recalibrates BatchNorm (recal_after)."""
+    """Layer by layer in forward order, refits each Conv2d/Linear's kept weights (mask fixed:
+    `masks` from the pruning step, else the non-zero weights) by least squares held to their
+    dense values (OBC/SparseGPT update with the mask given, `damping`) so its output on the
+    pruned prefix's inputs matches the dense layer's output on the same calibration images, never
+    further than masking left it; then recalibrates BatchNorm (recal_after)."""
 
     def fit(name: str, weight, mask, stats: LayerStats) -> torch.Tensor:
         return masked_least_squares(stats, weight, mask, params.damping)
 
-    refit_layers(model, dense, batches, fit)
+    refit_layers(model, dense, batches, fit, masks)
     if params.recal_after:
         bn_recalibrate(model, batches)
 

@@ -35,6 +35,7 @@ from sweep.tasks.dense_stats import (
     dense_statistics_from_batches,
     model_device,
 )
+from sweep.tasks.prune import apply_masks
 from sweep.tasks.reconstruct import ObsParams, obs_reconstruct
 from sweep.tasks.repair_passes import (
     Moments,
@@ -252,7 +253,8 @@ def _channel_var_shrink(model: nn.Module, batches, stats, params: ShrinkParams) 
 class RepairMethod:
     """needs_dense: the method compares with the dense model (dense= or dense_stats=);
     needs_dense_model: it needs the dense model itself (its layer outputs), and `apply` gets it in
-    place of the statistics; recalibrates_bn: refused up front on a model without BatchNorm."""
+    place of the statistics; recalibrates_bn: refused up front on a model without BatchNorm;
+    takes_masks: `apply` takes the pruning step's keep-masks as `masks=` (None when not given)."""
 
     name: str
     params: type
@@ -261,6 +263,7 @@ class RepairMethod:
     uses_calibration: bool = True
     needs_dense_model: bool = False
     recalibrates_bn: bool = False
+    takes_masks: bool = False
 
     @property
     def doc(self) -> str:
@@ -290,6 +293,7 @@ REPAIR_METHODS: dict[str, RepairMethod] = {
             needs_dense=True,
             needs_dense_model=True,
             recalibrates_bn=True,
+            takes_masks=True,
         ),
         RepairMethod(
             "adaprune",
@@ -298,6 +302,7 @@ REPAIR_METHODS: dict[str, RepairMethod] = {
             needs_dense=True,
             needs_dense_model=True,
             recalibrates_bn=True,
+            takes_masks=True,
         ),
     )
 }
@@ -398,12 +403,17 @@ def repair(
     calibration: object,
     dense: nn.Module | None = None,
     dense_stats: DenseStats | None = None,
+    masks: dict[str, torch.Tensor] | None = None,
     **params: object,
 ) -> nn.Module:
     """A repaired copy of `pruned` (eval mode): `method` fitted on the calibration images only.
 
     `dense` (or its cached `dense_statistics`) is needed by the activation-statistic methods; the
-    layer-wise methods (obs_reconstruct, adaprune) need `dense` itself.
+    layer-wise methods (obs_reconstruct, adaprune) need `dense` itself. `masks`: the pruning
+    step's keep-masks (`PruneReport.masks`, as `prune.apply_masks` takes them), checked and
+    applied to the copy before any work; the layer-wise methods refit exactly the kept weights,
+    a kept weight that is exactly zero included. Without them they take the non-zero weights as
+    kept (a direct call on a pruned model), and such a weight stays zero.
     """
     spec = _method(method)
     typed = repair_params(method, **params)
@@ -419,10 +429,12 @@ def repair(
         )
     if spec.recalibrates_bn:
         require_batchnorm(pruned, method)
-    if not spec.uses_calibration:
-        return copy.deepcopy(pruned).eval()
-    batches = calibration_batches(calibration, model_device(pruned))
     model = copy.deepcopy(pruned).eval()
+    if masks is not None:
+        apply_masks(model, masks)  # a no-op on the model they pruned
+    if not spec.uses_calibration:
+        return model
+    batches = calibration_batches(calibration, model_device(pruned))
     if spec.needs_dense_model:
         assert dense is not None
         _check_same_architecture(dense, model)
@@ -432,5 +444,8 @@ def repair(
         reference = _dense_stats_for(method, model, batches, cal_key, dense, dense_stats)
     else:
         reference = None
-    spec.apply(model, batches, reference, typed)
+    if spec.takes_masks:
+        spec.apply(model, batches, reference, typed, masks=masks)
+    else:
+        spec.apply(model, batches, reference, typed)
     return model
