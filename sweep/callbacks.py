@@ -5,19 +5,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from ray import cloudpickle
 from ray.tune import Callback
 
+from sweep.cells import Cell
 from sweep.identity import TrialConfig
-from sweep.rows import MEASUREMENT_COLUMNS, build_row
+from sweep.rows import build_row
 from sweep.store import ResultStore
 
-
-def _trial_config(trial: Any) -> TrialConfig:
-    return TrialConfig.from_dict(trial.config["trial"])
+POINTS = "points"  # the result key under which a trial reports its cell's point outcomes
 
 
 def _failures(trial: Any) -> int:
@@ -44,30 +44,68 @@ def error_message(trial: Any) -> str:
 
 
 class StoreWriter(Callback):
-    """Writes each finished trial's row the moment it reports: the store's only writer."""
+    """Writes each finished point's row the moment its cell reports: the store's only writer.
 
-    def __init__(self, store: ResultStore, grid: str) -> None:
-        self.store, self.grid = store, grid
+    A trial reports one result per cell, holding each point's measurements or error. The rows
+    are written, the ledger hears of their keys (a restarted trial skips them), and the bulky
+    payload is dropped from the result, so Tune keeps no per-image data in the driver.
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        grid: str,
+        chunks: Sequence[Sequence[Cell]],
+        ledger: Any,
+        progress: ProgressLine,
+    ) -> None:
+        self.store, self.grid, self.ledger, self.progress = store, grid, ledger, progress
+        self.chunk_keys = [[p.key for cell in chunk for p in cell.points] for chunk in chunks]
+        self.points = {
+            key: point
+            for chunk, keys in zip(chunks, self.chunk_keys, strict=True)
+            for key, point in zip(keys, (p for cell in chunk for p in cell.points), strict=True)
+        }
         self.failed: list[tuple[TrialConfig, str]] = []
-        self.written = 0
+        self.written_keys: set[str] = set()
+
+    @property
+    def written(self) -> int:
+        """Points written with an ok row."""
+        return len(self.written_keys) - len(self.failed)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
-        measurements = {name: result[name] for name in MEASUREMENT_COLUMNS if name in result}
-        row = build_row(
-            _trial_config(trial), measurements, grid=self.grid, attempts=_failures(trial) + 1
-        )
-        self.store.write(row)
-        self.written += 1
+        earlier = _failures(trial)
+        keys = []
+        for point in result.pop(POINTS, None) or []:
+            if point["key"] in self.written_keys:  # a restarted trial reported it again
+                continue
+            config = self.points[point["key"]]
+            self._write(config, point["measurements"], earlier + point["attempts"], point["error"])
+            keys.append(point["key"])
+        self.ledger.add.remote(keys)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
-        config, message = _trial_config(trial), error_message(trial)
-        row = build_row(config, None, grid=self.grid, attempts=_failures(trial), error=message)
+        """The cell itself kept failing (not one point): each unwritten point gets an error row."""
+        message = error_message(trial)
+        for key in self.chunk_keys[trial.config["chunk"]]:
+            if key not in self.written_keys:
+                self._write(self.points[key], None, _failures(trial), message)
+
+    def _write(
+        self, config: TrialConfig, measurements: dict | None, attempts: int, error: str | None
+    ) -> None:
+        row = build_row(config, measurements, grid=self.grid, attempts=attempts, error=error)
         self.store.write(row)
-        self.failed.append((config, message))
+        self.written_keys.add(config.key)
+        if error is not None:
+            self.failed.append((config, error))
+        self.progress.add(ok=error is None)
 
 
 class ProgressLine(Callback):
-    """One line with done / running / failed / total and an ETA, redrawn in place on a TTY."""
+    """One line with points done / failed / total, cells running and an ETA, redrawn in place
+    on a TTY. Points are counted as the store writer lands them; cells as Tune runs them."""
 
     def __init__(self, total: int, every_s: float = 10.0) -> None:
         self.total, self.every_s = total, every_s
@@ -93,15 +131,25 @@ class ProgressLine(Callback):
         else:
             eta_text = "ETA --"
         return (
-            f"{finished}/{self.total} finished ({self.done} ok, {self.failed} failed) · "
-            f"{self.running} running · {self.retried} retried · {eta_text}"
+            f"{finished}/{self.total} points finished ({self.done} ok, {self.failed} failed) · "
+            f"{self.running} trials running · {self.retried} retried · {eta_text}"
         )
+
+    def add(self, ok: bool) -> None:
+        """One point's row landed."""
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        self._show(force=not ok)
 
     def _show(self, force: bool = False) -> None:
         now = time.monotonic()
         if self._tty:
-            self.stream.write("\r\033[K" + self.line())
-            self.stream.flush()
+            if force or now - self._last_print >= 0.2:
+                self.stream.write("\r\033[K" + self.line())
+                self.stream.flush()
+                self._last_print = now
         elif force or now - self._last_print >= self.every_s:
             print(self.line(), file=self.stream, flush=True)
             self._last_print = now
@@ -118,16 +166,16 @@ class ProgressLine(Callback):
         self._show()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info):
-        self.done += 1
         self._count_running(trials)
         self._show()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
-        self.failed += 1
         self._count_running(trials)
-        self._show(force=True)
+        self._show()
 
     def on_experiment_end(self, trials: list, **info):
         if self._tty:
-            self.stream.write("\n")
-        self._show(force=not self._tty)
+            self.stream.write("\r\033[K" + self.line() + "\n")
+            self.stream.flush()
+        else:
+            self._show(force=True)

@@ -1,4 +1,4 @@
-"""The Ray side of a sweep: connect, train missing checkpoints, run trials on Tune."""
+"""The Ray side of a sweep: connect, train missing checkpoints, run cells on Tune."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sweep.callbacks import ProgressLine, StoreWriter
+from sweep.callbacks import POINTS, ProgressLine, StoreWriter
+from sweep.cells import Cell, decode_chunk, encode_chunk
 from sweep.grid import Grid
-from sweep.identity import TrialConfig
 from sweep.plugins import PLUGINS_ENV, load_plugins
 from sweep.store import ResultStore
-from sweep.trial import TrialContext, run_trial
+from sweep.trial import PointOutcome, TrialContext, run_cell
 
 
 def connect(address: str | None) -> tuple[bool, str | None]:
@@ -111,13 +112,53 @@ def prepare_eval_caches(grid: Grid, data_root: Path | None, cache_dir: Path) -> 
         data.eval_set(dataset, data_root, cache_dir, limit=grid.eval_limit, split=grid.eval_split)
 
 
-def _trainable(config: dict, context: TrialContext) -> None:
+@ray.remote(num_cpus=0)
+class PointLedger:
+    """The trial keys that have a row in the store from this run, held beside the driver.
+
+    Tune restarts a failed trial (a lost node, a crashed worker) from its beginning; the
+    restarted trial asks the ledger and runs only the points whose rows have not landed.
+    """
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def add(self, keys: list[str]) -> None:
+        self.keys.update(keys)
+
+    def written(self, keys: list[str]) -> list[str]:
+        return [key for key in keys if key in self.keys]
+
+
+def _outcome_payload(outcome: PointOutcome) -> dict:
+    return {
+        "key": outcome.config.key,
+        "measurements": outcome.measurements,
+        "error": outcome.error,
+        "attempts": outcome.attempts,
+    }
+
+
+def _trainable(
+    config: dict,
+    chunks: tuple[bytes, ...],
+    context: TrialContext,
+    retries: int,
+    ledger: ray.actor.ActorHandle,
+) -> None:
+    """One Tune trial: the cells of one chunk, each reported as soon as its points are done."""
     load_plugins()
-    tune.report(run_trial(TrialConfig.from_dict(config["trial"]), context).measurements())
+    cells = decode_chunk(chunks[config["chunk"]])
+    written = set(ray.get(ledger.written.remote([p.key for c in cells for p in c.points])))
+    for cell in cells:
+        todo = tuple(point for point in cell.points if point.key not in written)
+        if todo:
+            outcomes = run_cell(Cell(todo), context, retries)
+            tune.report({POINTS: [_outcome_payload(o) for o in outcomes]})
 
 
-def run_trials(
-    trials: list[TrialConfig],
+def run_cells(
+    chunks: list[tuple[Cell, ...]],
     context: TrialContext,
     store: ResultStore,
     cpus: float,
@@ -126,15 +167,25 @@ def run_trials(
     retries: int,
     tune_dir: Path,
 ) -> StoreWriter:
-    """Run the trials on Tune; every finished one is in the store when this returns."""
-    writer = StoreWriter(store, context.grid)
+    """Run the chunks of cells on Tune, one trial each; every finished point is in the store
+    when this returns. The param space holds chunk numbers only; the chunks travel once, through
+    Ray's object store."""
+    here = ray.get_runtime_context().get_node_id()
+    ledger = PointLedger.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+    ).remote()
+    progress = ProgressLine(total=sum(len(cell.points) for chunk in chunks for cell in chunk))
+    writer = StoreWriter(store, context.grid, chunks, ledger, progress)
+    encoded = tuple(encode_chunk(chunk) for chunk in chunks)
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, context=context), {"cpu": cpus, "gpu": gpus}
+        tune.with_parameters(
+            _trainable, chunks=encoded, context=context, retries=retries, ledger=ledger
+        ),
+        {"cpu": cpus, "gpu": gpus},
     )
-    keys = {trial.key: trial for trial in trials}
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([t.to_dict() for t in keys.values()])},
+        param_space={"chunk": tune.grid_search(list(range(len(chunks))))},
         tune_config=tune.TuneConfig(
             num_samples=1,
             max_concurrent_trials=max_concurrent,
@@ -146,7 +197,7 @@ def run_trials(
             name="sweep",
             storage_path=str(tune_dir.resolve()),
             failure_config=tune.FailureConfig(max_failures=retries),
-            callbacks=[writer, ProgressLine(total=len(keys))],
+            callbacks=[writer, progress],
             verbose=0,
         ),
     )
@@ -158,4 +209,4 @@ def run_trials(
 
 
 def _trial_name(trial) -> str:
-    return TrialConfig.from_dict(trial.config["trial"]).key[:16]
+    return f"chunk-{trial.config['chunk']:06d}"

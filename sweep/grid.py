@@ -115,8 +115,9 @@ def checkpoints_needed(grid: Grid) -> list[tuple[str, str, int]]:
     return [(d, a, r) for d, a in grid.pairs for r in grid.replicates]
 
 
-def expand(grid: Grid, digests: Digests) -> list[TrialConfig]:
-    """All distinct trial configs of a grid; `digests`: (dataset, arch, replicate) -> sha256.
+def expand(grid: Grid, digests: Digests, eval_precision: str = "fp32") -> list[TrialConfig]:
+    """All distinct trial configs of a grid; `digests`: (dataset, arch, replicate) -> sha256;
+    `eval_precision`: how the trials will evaluate (fp32, or bf16 where they get GPUs).
 
     Two spellings of one repair in a grid, or seeds of a method that draws no calibration set,
     canonicalise to the same config and appear once.
@@ -140,6 +141,7 @@ def expand(grid: Grid, digests: Digests) -> list[TrialConfig]:
                             checkpoint_sha256=digests.get((dataset, arch, replicate)),
                             replicate=replicate,
                             eval_split=grid.eval_split,
+                            eval_precision=eval_precision,
                         )
                         trials.setdefault(json.dumps(trial.to_dict(), sort_keys=True), trial)
     return list(trials.values())

@@ -9,6 +9,10 @@ expansion, a Tune worker rebuilding it from its dict, the store upgrade) gets th
 - an eval_limit at least as large as the dataset's test split means "the whole split" (None);
 - the sparsity is rounded to SPARSITY_DECIMALS.
 
+The eval precision is part of the identity (key schema 3): bf16 and fp32 evaluations of one grid
+point differ by up to a point of top-1 at high sparsity, so a GPU run resumed on a CPU store runs
+its own trials instead of taking the CPU rows as done.
+
 The key is the sha256 of the canonical fields plus KEY_SCHEMA, the version of this recipe: bump
 it whenever the recipe changes, and teach `sweep.upgrade` to map the previous version's rows.
 """
@@ -16,6 +20,7 @@ it whenever the recipe changes, and teach `sweep.upgrade` to map the previous ve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -24,8 +29,10 @@ from typing import Any
 from sweep.catalog.datasets import DATASETS
 from sweep.variants import variant_name
 
-KEY_SCHEMA = 2
+KEY_SCHEMA = 3
 SPARSITY_DECIMALS = 6
+# Arithmetic of the eval forward passes: fp32, or bf16 autocast (the default where trials get GPUs).
+EVAL_PRECISIONS = ("fp32", "bf16")
 
 
 def _registry_entry(method: str) -> Any:
@@ -101,8 +108,13 @@ class TrialConfig:
     checkpoint_sha256: str | None
     replicate: int = 0
     eval_split: str = "test"
+    eval_precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.eval_precision not in EVAL_PRECISIONS:
+            raise ValueError(
+                f"eval precision {self.eval_precision!r}; expected one of {EVAL_PRECISIONS}"
+            )
         calibrates = uses_calibration(self.repair)
         canonical = {
             "sparsity": round(float(self.sparsity), SPARSITY_DECIMALS),
@@ -114,9 +126,10 @@ class TrialConfig:
         for name, value in canonical.items():
             object.__setattr__(self, name, value)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Content-addressed trial key; requires the checkpoint digest."""
+        """Content-addressed trial key; requires the checkpoint digest. Computed once: a
+        100k-point plan looks every key up several times."""
         if self.checkpoint_sha256 is None:
             raise ValueError("a trial key needs the checkpoint digest")
         payload = {"key_schema": KEY_SCHEMA, **self.to_dict()}
@@ -131,7 +144,8 @@ class TrialConfig:
         """A short human-readable label for progress and error lines."""
         return (
             f"{self.dataset}/{self.arch} {self.allocation} s={self.sparsity:g} "
-            f"{self.repair_variant} replicate={self.replicate} seed={self.seed}"
+            f"{self.repair_variant} replicate={self.replicate} seed={self.seed} "
+            f"{self.eval_precision}"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`python -m sweep.launch`: run a grid on Ray Tune, one Parquet row per finished trial.
 
 Preflight first (names, data, checkpoints; nothing written on failure), then Ray, optional dense
-training as Ray tasks, then one Tune trial per missing grid point. Rerunning the same command
+training as Ray tasks, then the missing grid points grouped into cells (every point of one pruned
+model), one Tune trial per cell or per chunk of cells of one checkpoint. Rerunning the same command
 resumes: trials whose key already has an `ok` row are skipped, errored ones run again.
 """
 
@@ -25,8 +26,17 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 
 from sweep.arguments import ArgumentParser  # noqa: E402
 from sweep.cache import default_cache_dir  # noqa: E402
+from sweep.cells import (  # noqa: E402
+    MAX_TRIALS,
+    cells_per_trial,
+    check_cells_per_trial,
+    chunk_cells,
+    group_cells,
+)
+from sweep.device_fit import check_local_gpu  # noqa: E402
 from sweep.errors import UserError, cli_main  # noqa: E402
 from sweep.grid import NAMED_GRIDS, Grid, load_grid, validate  # noqa: E402
+from sweep.identity import EVAL_PRECISIONS  # noqa: E402
 from sweep.plugins import load_plugins  # noqa: E402
 from sweep.preflight import Plan, make_plan, refresh_store, require_runnable  # noqa: E402
 from sweep.store import ResultStore  # noqa: E402
@@ -60,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    parser.add_argument(
+        "--cells-per-trial",
+        type=int,
+        help=(
+            "cells (every point of one pruned model) run by one Tune trial; default: 1, or as "
+            f"many as keep a large grid at {MAX_TRIALS} trials"
+        ),
+    )
+    parser.add_argument(
+        "--eval-precision",
+        choices=("auto", *EVAL_PRECISIONS),
+        default="auto",
+        help=(
+            "arithmetic of the eval passes, part of every trial's key; auto: bf16 autocast when "
+            "trials get GPUs (a local CUDA device, or --address with --gpus-per-trial), else fp32"
+        ),
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would run and what is missing; no Ray"
     )
@@ -134,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
         load_plugins()
         grid = load_grid(args.grid)
         out = options.out or default_out(grid)
-        print_plan(
-            make_plan(grid, ResultStore(out), options.checkpoints, options.data_root), args.format
+        plan = make_plan(
+            grid, ResultStore(out), options.checkpoints, options.data_root, options.precision(grid)
         )
+        print_plan(plan, args.format)
         return 0
     return run_grid(args.grid, options).exit_code
 
@@ -157,6 +185,22 @@ class LaunchOptions:
     cache_dir: Path | None = None
     retries: int = DEFAULT_RETRIES
     download: bool = False
+    cells_per_trial: int | None = None
+    eval_precision: str = "auto"
+
+    def requested_gpus(self, grid: Grid) -> float:
+        """GPUs per trial as asked for: the flag, else the grid's resources."""
+        if self.gpus_per_trial is not None:
+            return self.gpus_per_trial
+        return grid.resources.get("gpus_per_trial", 0.0)
+
+    def precision(self, grid: Grid) -> str:
+        """The trials' eval precision, decided before planning since it is part of every key."""
+        if self.eval_precision != "auto":
+            return self.eval_precision
+        if self.requested_gpus(grid) > 0 and (self.address is not None or _local_cuda()):
+            return "bf16"
+        return "fp32"
 
     def check(self) -> None:
         """Bad values, each named, before anything else happens."""
@@ -170,6 +214,16 @@ class LaunchOptions:
             raise UserError(f"--retries {self.retries} must not be negative")
         if self.pretrain not in ("auto", "never"):
             raise UserError(f"--pretrain {self.pretrain!r}; expected auto or never")
+        if self.eval_precision not in ("auto", *EVAL_PRECISIONS):
+            expected = ", ".join(("auto", *EVAL_PRECISIONS))
+            raise UserError(f"--eval-precision {self.eval_precision!r}; expected one of {expected}")
+        check_cells_per_trial(self.cells_per_trial)
+
+
+def _local_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass(frozen=True)
@@ -211,7 +265,10 @@ def run_grid(
     out = options.out or default_out(grid)
     if options.download:
         _download_missing(grid, options.data_root)
-    plan = make_plan(grid, ResultStore(out), options.checkpoints, options.data_root)
+    if options.address is None:
+        check_local_gpu(grid, options.requested_gpus(grid))
+    precision = options.precision(grid)
+    plan = make_plan(grid, ResultStore(out), options.checkpoints, options.data_root, precision)
     require_runnable(plan, pretrain=options.pretrain == "auto")
     out.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(out.parent / f".{out.name}.lock"):
@@ -281,21 +338,21 @@ def _run_on_ray(
 
     print(f"results: {out.resolve()}")
     print(f"ray dashboard: {dashboard or 'not available'}")
-    gpus = engine.effective_gpus(
-        options.gpus_per_trial
-        if options.gpus_per_trial is not None
-        else grid.resources.get("gpus_per_trial", 0.0),
-        joining=options.address is not None,
-    )
+    gpus = engine.effective_gpus(options.requested_gpus(grid), joining=options.address is not None)
     cpus = options.cpus_per_trial or grid.resources.get("cpus_per_trial", 1.0)
     if plan.missing_checkpoints:
         engine.pretrain(plan.missing_checkpoints, options.checkpoints, options.data_root, gpus=gpus)
-        plan = make_plan(grid, ResultStore(out), options.checkpoints, options.data_root)
+        plan = make_plan(
+            grid, ResultStore(out), options.checkpoints, options.data_root, options.precision(grid)
+        )
         require_runnable(plan, pretrain=False)
     todo = plan.todo
+    cells = group_cells(todo)
+    chunks = chunk_cells(cells, cells_per_trial(len(cells), options.cells_per_trial))
     print(
         f"grid {grid.name}: {len(plan.trials)} trials, {plan.done} already done, "
-        f"{len(todo)} to run ({cpus:g} CPU, {gpus:g} GPU per trial)"
+        f"{len(todo)} to run in {len(cells)} cells on {len(chunks)} Tune trials "
+        f"({cpus:g} CPU, {gpus:g} GPU per trial)"
     )
     if not todo:
         return ResultSummary(grid.name, out, len(plan.trials), plan.done, written=0)
@@ -313,8 +370,8 @@ def _run_on_ray(
         grid=grid.name,
     )
     store = ResultStore(out)
-    writer = engine.run_trials(
-        todo,
+    writer = engine.run_cells(
+        chunks,
         context,
         store,
         cpus=cpus,

@@ -7,6 +7,7 @@ seconds, not after an hour on a cluster; nothing is written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ class Plan:
     legacy_files: int = 0
     data_root: Path | None = None
 
-    @property
+    @functools.cached_property
     def todo(self) -> list[TrialConfig]:
         return [
             t for t in self.trials if t.checkpoint_sha256 is None or t.key not in self.done_keys
@@ -83,7 +84,13 @@ class Plan:
         }
 
 
-def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: Path | None) -> Plan:
+def make_plan(
+    grid: Grid,
+    store: ResultStore,
+    checkpoint_dir: Path,
+    data_root: Path | None,
+    eval_precision: str = "fp32",
+) -> Plan:
     """Resolve data, verify checkpoints, read finished keys; reads files, writes nothing.
 
     Checkpoints are hashed and opened here, so a truncated or foreign file stops the launch in a
@@ -111,7 +118,7 @@ def make_plan(grid: Grid, store: ResultStore, checkpoint_dir: Path, data_root: P
     damaged, legacy, done = _store_state(store)
     return Plan(
         grid=grid,
-        trials=expand(grid, digests),
+        trials=expand(grid, digests, eval_precision),
         done_keys=done,
         missing_data=missing_data,
         missing_checkpoints=missing,

@@ -19,6 +19,7 @@ ROW_COLUMNS = (*PARTITION_COLUMNS, *FILE_SCHEMA.names)
 _IDENTITY = {
     "trial_key", "key_schema", "dataset", "arch", "checkpoint_sha256", "allocation", "sparsity",
     "repair", "repair_params", "repair_variant", "replicate", "seed", "calib_size", "eval_split",
+    "eval_precision",
 }  # fmt: skip
 _BOOKKEEPING = {"status", "error", "attempts", "grid", "finished_at"}
 MEASUREMENT_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in _IDENTITY | _BOOKKEEPING)
@@ -41,6 +42,7 @@ def identity_columns(config: TrialConfig) -> dict[str, Any]:
         "seed": config.seed,
         "calib_size": config.calib_size,
         "eval_split": config.eval_split,
+        "eval_precision": config.eval_precision,
     }
 
 

@@ -42,7 +42,8 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     (
         "eval_precision",
         pa.string(),
-        "arithmetic of the eval forward passes: 'fp32', or 'bf16' (autocast on CUDA)",
+        "arithmetic of the eval forward passes: 'fp32', or 'bf16' autocast; part of the key since "
+        "key schema 3",
     ),
     ("dense_top1", pa.float64(), "top-1 of the dense checkpoint on the same eval images"),
     ("top1", pa.float64(), "top-1 accuracy of the pruned and repaired model, 0..1"),
@@ -60,12 +61,27 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
         pa.binary(),
         "per eval image 1 if the prediction is right, as numpy.packbits bits (big-endian)",
     ),
+    (
+        "dense_correct",
+        pa.binary(),
+        "per eval image 1 if the dense checkpoint is right, packed as `correct` (resampling images "
+        "moves r's denominator with its numerator)",
+    ),
     ("repair_extra_params", pa.int64(), "parameters the repair added to the model"),
     ("layer_names", pa.list_(pa.string()), "prunable layers in named_modules() order"),
     ("layer_density", pa.list_(pa.float64()), "kept fraction per prunable layer"),
     ("forced_dense", pa.list_(pa.string()), "layers the allocation made fully dense (ERK capping)"),
-    ("seconds_load", pa.float64(), "loading checkpoint, data and cached dense artefacts"),
-    ("seconds_prune", pa.float64(), "computing (or fetching) and applying the masks"),
+    (
+        "seconds_load",
+        pa.float64(),
+        "loading checkpoint, data and cached dense artefacts (a cell's shared load split evenly "
+        "over its points)",
+    ),
+    (
+        "seconds_prune",
+        pa.float64(),
+        "computing (or fetching) and applying the masks, split evenly over the cell's points",
+    ),
     ("seconds_repair", pa.float64(), "running the repair"),
     ("seconds_eval", pa.float64(), "evaluating on the eval images"),
     ("node", pa.string(), "hostname of the node the trial ran on"),
@@ -79,10 +95,6 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("prune_sweep_version", pa.string(), "version of this package"),
     ("finished_at", pa.timestamp("us", tz="UTC"), "when the driver recorded the row"),
 )
-
-# Columns added after trial-key schema 2 without changing any key: a file written before one of
-# them is still this schema's, and readers see the column as null (see `row_eval_precision`).
-ADDED_COLUMNS = frozenset({"eval_precision"})
 
 
 def row_eval_precision(eval_precision: str | None, device: str | None) -> str:

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from sweep.atomic import atomic_write
 from sweep.errors import UserError
-from sweep.schema import ADDED_COLUMNS, FILE_SCHEMA, PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
+from sweep.identity import KEY_SCHEMA
+from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
 
 _PARTITIONING = ds.partitioning(
     pa.schema([pa.field(name, pa.string()) for name in PARTITION_COLUMNS]), flavor="hive"
@@ -163,7 +164,7 @@ class StoreFiles:
     a running sweep adds files)."""
 
     usable: tuple[Path, ...]  # this version's schema
-    legacy: tuple[Path, ...]  # trial-key schema 1: all but the columns key schema 2 added
+    legacy: tuple[Path, ...]  # an older trial-key schema: sweep.upgrade rewrites these
     damaged: tuple[tuple[Path, str], ...]  # (file, one-line reason)
 
 
@@ -172,25 +173,30 @@ _USABLE, _LEGACY, _DAMAGED = "usable", "legacy", "damaged"
 _KEY_SCHEMA_2_COLUMNS = frozenset(
     {"key_schema", "repair_variant", "replicate", "eval_split", "predictions", "correct"}
 )
+# Columns added since: a file of an older key schema may lack them too.
+_LATER_COLUMNS = frozenset({"eval_precision", "dense_correct"})
 _PARQUET_MAGIC = b"PAR1"
 
 
 def _classify(path: Path) -> tuple[str, str]:
     """(kind, reason) of one file from its footer alone: cheap enough for every file, every read."""
     try:
-        schema = pq.read_schema(path)
+        footer = pq.read_metadata(path)
     except (OSError, pa.ArrowException) as error:
         return _DAMAGED, _unreadable_reason(path, error)
-    found = {field.name: field.type for field in schema}
+    schema = footer.schema
+    found = {field.name: field.type for field in schema.to_arrow_schema()}
     wrong = [
         f"{field.name} is {found[field.name]}, expected {field.type}"
         for field in FILE_SCHEMA
         if field.name in found and not found[field.name].equals(field.type)
     ]
-    missing = [name for name in FILE_SCHEMA.names if name not in set(found) | ADDED_COLUMNS]
+    missing = [name for name in FILE_SCHEMA.names if name not in found]
     if wrong:
         return _DAMAGED, f"not a prune-sweep result file (column {'; '.join(wrong)})"
-    if set(missing) == _KEY_SCHEMA_2_COLUMNS:
+    if _KEY_SCHEMA_2_COLUMNS <= set(missing) <= _KEY_SCHEMA_2_COLUMNS | _LATER_COLUMNS:
+        return _LEGACY, ""
+    if set(missing) <= _LATER_COLUMNS and _oldest_key_schema(footer) < KEY_SCHEMA:
         return _LEGACY, ""
     if missing:
         shown = ", ".join(missing[:4]) + (
@@ -198,6 +204,19 @@ def _classify(path: Path) -> tuple[str, str]:
         )
         return _DAMAGED, f"not a prune-sweep result file (missing columns {shown})"
     return _USABLE, ""
+
+
+def _oldest_key_schema(footer: pq.FileMetaData) -> int:
+    """The smallest `key_schema` of a file's rows, from its footer's column statistics."""
+    lows = []
+    for group in range(footer.num_row_groups):
+        row_group = footer.row_group(group)
+        columns = (row_group.column(i) for i in range(row_group.num_columns))
+        stats = next(c for c in columns if c.path_in_schema == "key_schema").statistics
+        if stats is None or not stats.has_min_max:
+            return 0  # no statistics: cannot tell, so it is upgraded (which rewrites it as is)
+        lows.append(stats.min)
+    return min(lows, default=KEY_SCHEMA)
 
 
 def _unreadable_reason(path: Path, error: Exception) -> str:
@@ -277,7 +296,8 @@ def open_store(
         raise StoreError(f"result store {str(root)!r} holds no Parquet files")
     if files.legacy:
         raise StoreError(
-            f"result store {str(root)!r} was written by an older prune-sweep (trial-key schema 1); "
+            f"result store {str(root)!r} was written by an older prune-sweep (trial-key schema "
+            f"before {KEY_SCHEMA}); "
             f"upgrade it with python -m sweep.upgrade {shlex.quote(str(root))} (a backup is kept)"
         )
     if not files.usable:

@@ -1,7 +1,11 @@
-"""One grid point: load → prune → repair → evaluate → one typed `TrialResult`.
+"""One cell: load → prune once → for each of its points: repair → evaluate → one outcome.
 
 Plain Python on plain inputs, so the same function runs inside a Ray Tune trial, in a benchmark
-loop, or in a notebook. Everything that other trials share (dense logits, dense calibration
+loop, or in a notebook. A cell (sweep.cells) is every grid point of one pruned model: the
+checkpoint, the masks, the pruned weights, the eval images and the dense eval logits are the
+same for all of them, so they are built once per cell. Within a worker process they stay on the
+device across cells: the dense model and the eval images (a per-process memo) and each
+calibration set's batches. What other workers share (dense logits, dense calibration
 statistics, masks, the eval cache) comes from the node-local ArtifactCache, keyed by content.
 """
 
@@ -18,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 
 import sweep
 from sweep.cache import ArtifactCache
+from sweep.cells import Cell, group_cells
 from sweep.identity import TrialConfig
 from sweep.rows import build_row
 from sweep.store import ResultStore
@@ -76,6 +82,23 @@ def _ray_node() -> tuple[str, str | None, str | None]:
     return ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id(), ray.__version__
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a trial ran: recorded in every row so GPU pinning and node loss can be audited."""
+
+    node: str
+    node_ip: str
+    node_id: str | None
+    gpu_ids: list[str]
+    device: str
+    ray_version: str | None
+
+    @classmethod
+    def here(cls, device: torch.device, gpu_ids: list[str]) -> Placement:
+        node_ip, node_id, ray_version = _ray_node()
+        return cls(socket.gethostname(), node_ip, node_id, gpu_ids, str(device), ray_version)
+
+
 def load_dense(
     config: TrialConfig, context: TrialContext, device: torch.device
 ) -> tuple[torch.nn.Module, Any]:
@@ -94,173 +117,212 @@ def load_dense(
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Where a trial ran: recorded in every row so GPU pinning and node loss can be audited."""
+class DeviceCalibration:
+    """A calibration set's normalised batches, moved to the device once per worker and reused by
+    every point that draws it; `key` is the calibration set's content key."""
 
-    node: str
-    node_ip: str
-    node_id: str | None
-    gpu_ids: list[str]
-    device: str
-    ray_version: str | None
+    key: str
+    batches: tuple[torch.Tensor, ...]
 
-    @classmethod
-    def here(cls, device: torch.device, gpu_ids: list[str]) -> Placement:
-        node_ip, node_id, ray_version = _ray_node()
-        return cls(socket.gethostname(), node_ip, node_id, gpu_ids, str(device), ray_version)
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.batches)
 
 
 @dataclass
-class Loaded:
-    """What the load stage hands on: the dense model and the shared artefacts of this trial."""
+class CellInputs:
+    """What a cell's points share: the dense model, its eval results, the pruned model."""
 
     dense: torch.nn.Module
     meta: models.CheckpointMeta
     eval_set: data.EvalSet
-    dense_eval: dict[str, Any]
-    calibration: data.CalibrationSet | None
-    dense_stats: repair.DenseStats | None
+    dense_eval: dict[str, Any]  # logits, top1, per-image correctness
+    pruned: torch.nn.Module
+    pruning: dict[str, Any]
+    device: torch.device
+    placement: Placement
 
 
 @dataclass(frozen=True)
-class TrialResult:
-    """Everything one trial measured; `measurements()` gives its store columns."""
+class PointOutcome:
+    """One point of a cell: its measurements (store columns), or the error it ended with."""
 
     config: TrialConfig
-    num_classes: int
-    eval_size: int
-    dense_top1: float
-    pruning: dict[str, Any]
-    evaluation: evaluate.Evaluation
-    repair_extra_params: int
-    seconds: dict[str, float]
-    placement: Placement
+    measurements: dict[str, Any] | None
+    error: str | None
+    attempts: int
 
-    def measurements(self) -> dict[str, Any]:
-        return {
-            "num_classes": self.num_classes,
-            "achieved_sparsity": self.pruning["achieved_sparsity"],
-            "eval_size": self.eval_size,
-            "eval_precision": self.evaluation.precision,
-            "dense_top1": self.dense_top1,
-            **self.evaluation.metrics.to_dict(),
-            "predictions": self.evaluation.predictions.tolist(),
-            "correct": self.evaluation.packed_correct(),
-            "repair_extra_params": self.repair_extra_params,
-            "layer_names": self.pruning["layer_names"],
-            "layer_density": self.pruning["layer_density"],
-            "forced_dense": self.pruning["forced_dense"],
-            **{f"seconds_{stage}": self.seconds[stage] for stage in STAGES},
-            **dataclasses.asdict(self.placement),
-            "torch_version": torch.__version__,
-            "torchvision_version": torchvision.__version__,
-            "prune_sweep_version": sweep.__version__,
-        }
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 STAGES = ("load", "prune", "repair", "eval")
 
 
-def load_stage(
-    config: TrialConfig, context: TrialContext, cache: ArtifactCache, device: torch.device
-) -> Loaded:
-    """Dense model, eval set, dense eval logits and (if the repair needs them) calibration data
-    and dense statistics: each computed once per node and shared through the cache."""
-    dense, meta = load_dense(config, context, device)
-    if meta.sha256 != config.checkpoint_sha256:
+def load_cell(
+    head: TrialConfig, context: TrialContext, cache: ArtifactCache, device: torch.device
+) -> tuple[torch.nn.Module, models.CheckpointMeta, data.EvalSet, dict[str, Any]]:
+    """Dense model, eval set and dense eval results of a cell, each computed once per node."""
+    dense, meta = load_dense(head, context, device)
+    if meta.sha256 != head.checkpoint_sha256:
         raise RuntimeError(
-            f"checkpoint {config.dataset}/{config.arch} changed since the sweep started "
-            f"(sha256 {meta.sha256[:12]} != {str(config.checkpoint_sha256)[:12]})"
+            f"checkpoint {head.dataset}/{head.arch} changed since the sweep started "
+            f"(sha256 {meta.sha256[:12]} != {str(head.checkpoint_sha256)[:12]})"
         )
     eval_set = data.eval_set(
-        config.dataset,
-        context.data_root,
-        context.cache_dir,
-        limit=config.eval_limit,
-        split=config.eval_split,
-    )
+        head.dataset, context.data_root, context.cache_dir, limit=head.eval_limit,
+        split=head.eval_split,
+    )  # fmt: skip
+    precision = head.eval_precision  # as planned, on any device: it is part of the key
     dense_eval = cache.get_or_create(
         "dense_logits",
-        f"{meta.sha256[:24]}-{eval_set.key[:24]}-{evaluate.eval_precision(device)}",
-        lambda: _dense_eval(dense, eval_set, device),
+        f"{meta.sha256[:24]}-{eval_set.key[:24]}-{precision}",
+        lambda: _dense_eval(dense, eval_set, device, precision),
     )
-    method = repair.get_repair(config.repair)
-    calibration = dense_stats = None
-    if method.uses_calibration:
-        calibration = data.calibration_set(
-            config.dataset, config.calib_size, config.seed, context.data_root, context.cache_dir
-        )
-    if method.needs_dense and not method.needs_dense_model:
-        state = cache.get_or_create(
-            "dense_stats",
-            f"{meta.sha256[:24]}-{calibration.key[:24]}",
-            lambda: repair.dense_statistics(dense, calibration).to_state(),
-        )
-        dense_stats = repair.DenseStats.from_state(state)
-    return Loaded(dense, meta, eval_set, dense_eval, calibration, dense_stats)
+    correct = (dense_eval["logits"].argmax(1) == torch.as_tensor(eval_set.labels)).numpy()
+    return dense, meta, eval_set, {**dense_eval, "correct": np.packbits(correct).tobytes()}
 
 
-def prune_stage(
-    config: TrialConfig, loaded: Loaded, cache: ArtifactCache
+def prune_cell(
+    head: TrialConfig, dense: torch.nn.Module, sha256: str, cache: ArtifactCache
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A pruned copy of the dense model; masks shared per (checkpoint, allocation, sparsity)."""
     pruning = cache.get_or_create(
         "masks",
-        f"{loaded.meta.sha256[:24]}-{config.allocation}-{config.sparsity:.6f}",
-        lambda: _masks_and_report(loaded.dense, config),
+        f"{sha256[:24]}-{head.allocation}-{head.sparsity:.6f}",
+        lambda: _masks_and_report(dense, head),
     )
-    model = copy.deepcopy(loaded.dense)
+    model = copy.deepcopy(dense)
     prune.apply_masks(model, pruning["masks"])
     return model, pruning
 
 
-def repair_stage(config: TrialConfig, pruned: torch.nn.Module, loaded: Loaded) -> torch.nn.Module:
-    return repair.repair(
-        pruned,
-        config.repair,
-        loaded.calibration,
-        dense=loaded.dense,
-        dense_stats=loaded.dense_stats,
-        **config.repair_params,
+def calibration_for(
+    config: TrialConfig, inputs: CellInputs, context: TrialContext, cache: ArtifactCache
+) -> tuple[DeviceCalibration | None, repair.DenseStats | None]:
+    """The point's calibration batches on the device and, where its repair matches the dense
+    model's statistics, those statistics: both shared by every point that draws this set."""
+    method = repair.get_repair(config.repair)
+    if not method.uses_calibration:
+        return None, None
+
+    def to_device() -> DeviceCalibration:
+        images = data.calibration_set(
+            config.dataset, config.calib_size, config.seed, context.data_root, context.cache_dir
+        )
+        batches = repair.calibration_batches(images, inputs.device)
+        return DeviceCalibration(images.key, tuple(batches))
+
+    calibration = cache.memo(
+        "calibration",
+        f"{config.dataset}-{config.calib_size}-{config.seed}@{inputs.device}",
+        to_device,
     )
-
-
-def evaluate_stage(
-    model: torch.nn.Module, loaded: Loaded, device: torch.device
-) -> evaluate.Evaluation:
-    return evaluate.evaluate_per_image(
-        model, loaded.eval_set, dense_logits=loaded.dense_eval["logits"], device=device
+    if not (method.needs_dense and not method.needs_dense_model):
+        return calibration, None
+    state = cache.get_or_create(
+        "dense_stats",
+        f"{inputs.meta.sha256[:24]}-{calibration.key[:24]}",
+        lambda: repair.dense_statistics(inputs.dense, calibration).to_state(),
     )
+    return calibration, repair.DenseStats.from_state(state)
 
 
-def run_trial(config: TrialConfig, context: TrialContext) -> TrialResult:
-    """Run one trial: load → prune → repair → evaluate, each stage timed."""
+def run_point(
+    config: TrialConfig, inputs: CellInputs, context: TrialContext, cache: ArtifactCache
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Repair and evaluate one point of a loaded, pruned cell: (measurements, stage seconds)."""
+    watch = _Stopwatch({})
+    with watch.stage("load"):
+        calibration, dense_stats = calibration_for(config, inputs, context, cache)
+    with watch.stage("repair"):
+        repaired = repair.repair(
+            inputs.pruned,
+            config.repair,
+            calibration,
+            dense=inputs.dense,
+            dense_stats=dense_stats,
+            masks=inputs.pruning["masks"],
+            **config.repair_params,
+        )
+    with watch.stage("eval"):
+        evaluation = evaluate.evaluate_per_image(
+            repaired,
+            inputs.eval_set,
+            dense_logits=inputs.dense_eval["logits"],
+            device=inputs.device,
+            precision=config.eval_precision,
+        )
+    return _measurements(inputs, evaluation, repair.repair_param_count(repaired)), watch.seconds
+
+
+def _measurements(
+    inputs: CellInputs, evaluation: evaluate.Evaluation, extra_params: int
+) -> dict[str, Any]:
+    """A point's store columns, less the stage times (see run_cell)."""
+    return {
+        "num_classes": inputs.meta.num_classes,
+        "achieved_sparsity": inputs.pruning["achieved_sparsity"],
+        "eval_size": len(inputs.eval_set),
+        "dense_top1": float(inputs.dense_eval["top1"]),
+        **evaluation.metrics.to_dict(),
+        "predictions": evaluation.predictions,
+        "correct": evaluation.packed_correct(),
+        "dense_correct": inputs.dense_eval["correct"],
+        "repair_extra_params": extra_params,
+        "layer_names": inputs.pruning["layer_names"],
+        "layer_density": inputs.pruning["layer_density"],
+        "forced_dense": inputs.pruning["forced_dense"],
+        **dataclasses.asdict(inputs.placement),
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "prune_sweep_version": sweep.__version__,
+    }
+
+
+def run_cell(cell: Cell, context: TrialContext, retries: int = 0) -> Iterator[PointOutcome]:
+    """Load and prune once, then yield each point's outcome as soon as it is measured.
+
+    A failing load or prune raises (the whole cell is retried by its caller). A point that raises
+    is retried here up to `retries` times and then yields an error outcome, so one bad repair
+    never costs its neighbours. The cell's shared load and prune time is split evenly over its
+    points, so the rows' stage times add up to the work done.
+    """
     watch = _Stopwatch({})
     device, gpu_ids = trial_device()
     cache = ArtifactCache(context.cache_dir)
     with watch.stage("load"):
-        loaded = load_stage(config, context, cache, device)
+        dense, meta, eval_set, dense_eval = load_cell(cell.head, context, cache, device)
     with watch.stage("prune"):
-        pruned, pruning = prune_stage(config, loaded, cache)
-    with watch.stage("repair"):
-        repaired = repair_stage(config, pruned, loaded)
-    with watch.stage("eval"):
-        evaluation = evaluate_stage(repaired, loaded, device)
-    return TrialResult(
-        config=config,
-        num_classes=loaded.meta.num_classes,
-        eval_size=len(loaded.eval_set),
-        dense_top1=float(loaded.dense_eval["top1"]),
-        pruning=pruning,
-        evaluation=evaluation,
-        repair_extra_params=repair.repair_param_count(repaired),
-        seconds=dict(watch.seconds),
-        placement=Placement.here(device, gpu_ids),
+        pruned, pruning = prune_cell(cell.head, dense, meta.sha256, cache)
+    inputs = CellInputs(
+        dense, meta, eval_set, dense_eval, pruned, pruning, device, Placement.here(device, gpu_ids)
     )
+    shared = {stage: seconds / len(cell.points) for stage, seconds in watch.seconds.items()}
+    for config in cell.points:
+        for attempt in range(1, retries + 2):
+            try:
+                measurements, seconds = run_point(config, inputs, context, cache)
+            except Exception as error:  # recorded in the point's error row
+                if attempt <= retries:
+                    continue
+                yield PointOutcome(config, None, f"{type(error).__name__}: {error}", attempt)
+                break
+            times = {f"seconds_{s}": shared.get(s, 0.0) + seconds.get(s, 0.0) for s in STAGES}
+            yield PointOutcome(config, {**measurements, **times}, None, attempt)
+            break
 
 
-def _dense_eval(dense: torch.nn.Module, eval_set: Any, device: torch.device) -> dict[str, Any]:
-    logits = evaluate.predict_logits(dense, eval_set, device=device).float().cpu()
+def run_trial(config: TrialConfig, context: TrialContext) -> PointOutcome:
+    """One grid point by itself (a cell of one point), for notebooks and comparisons."""
+    return next(run_cell(Cell((config,)), context))
+
+
+def _dense_eval(
+    dense: torch.nn.Module, eval_set: data.EvalSet, device: torch.device, precision: str
+) -> dict[str, Any]:
+    logits = evaluate.predict_logits(dense, eval_set, device=device, precision=precision)
+    logits = logits.float().cpu()
     labels = torch.as_tensor(eval_set.labels)
     return {"logits": logits, "top1": (logits.argmax(1) == labels).float().mean()}
 
@@ -276,9 +338,22 @@ def _masks_and_report(dense: torch.nn.Module, config: TrialConfig) -> dict[str, 
     }
 
 
-def run_in_process(trials: list[TrialConfig], context: TrialContext, store: ResultStore) -> None:
-    """Run trials one after another in this process, writing each row as the sweep's writer
-    does (benchmarks compare the sweep against this loop; notebooks can use it without Ray)."""
-    for config in trials:
-        measurements = run_trial(config, context).measurements()
-        store.write(build_row(config, measurements, grid=context.grid, attempts=1))
+def outcome_row(outcome: PointOutcome, grid: str, earlier_attempts: int = 0) -> dict[str, Any]:
+    """The store row of a point's outcome; `earlier_attempts`: runs of its cell that failed."""
+    return build_row(
+        outcome.config,
+        outcome.measurements,
+        grid=grid,
+        attempts=earlier_attempts + outcome.attempts,
+        error=outcome.error,
+    )
+
+
+def run_in_process(
+    trials: list[TrialConfig], context: TrialContext, store: ResultStore, retries: int = 0
+) -> None:
+    """Run the trials cell by cell in this process, writing each row as the sweep's writer does
+    (benchmarks compare the sweep against this loop; notebooks can use it without Ray)."""
+    for cell in group_cells(trials):
+        for outcome in run_cell(cell, context, retries):
+            store.write(outcome_row(outcome, context.grid))

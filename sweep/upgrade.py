@@ -1,18 +1,23 @@
 """`python -m sweep.upgrade STORE`: bring a store written with an older trial-key schema up to date.
 
-Key schema 1 (prune-sweep 0.1.0 before canonical identities) hashed a repair's parameters as the
-grid spelled them, kept `calib_size` in the key of `none`, and had no `key_schema` or
-`repair_variant` columns. Every such row is rebuilt here from its own columns into a canonical
-`TrialConfig`, so it gets today's key and variant name; measurements, status and times are kept.
-Two old rows that were one trial spelled two ways become two rows with one key, and readers keep
-the later one. The old files are copied to a backup folder first and removed only after the
-upgraded rows are on disk. The launcher runs this itself before resuming such a store.
+Every old row is rebuilt from its own columns into a canonical `TrialConfig`, so it gets today's
+key and variant name; measurements, status and times are kept. Two old rows that were one trial
+spelled two ways become two rows with one key, and readers keep the later one. The old files are
+copied to a backup folder first and removed only after the upgraded rows are on disk. The
+launcher runs this itself before resuming such a store.
 
-What a schema-1 row does not record is filled in as documented: it evaluated the test split of
-the one checkpoint of its (dataset, arch) — replicate 0; `eval_limit` comes from the row's
-`eval_size` (an error row has none, so it is taken as the whole split); an error row's missing
-`repair_params` are the method's defaults; per-image predictions were not kept (null). Error
-rows are rerun by a resumed sweep anyway.
+- Key schema 1 (prune-sweep 0.1.0 before canonical identities) hashed a repair's parameters as
+  the grid spelled them, kept `calib_size` in the key of `none`, and had no `key_schema` or
+  `repair_variant` columns. What such a row does not record is filled in as documented: it
+  evaluated the test split of the one checkpoint of its (dataset, arch) — replicate 0; an error
+  row's missing `repair_params` are the method's defaults; per-image results were not kept (null).
+- Key schema 2 did not key the eval precision: it is taken from the row's `eval_precision`
+  column, or, for rows written before that column, from its `device` (bf16 on CUDA, else fp32).
+
+Both: `eval_limit` comes from the row's `eval_size` (an error row has none, so it is taken as the
+whole split; error rows are rerun by a resumed sweep anyway). The dense per-image correctness
+(`dense_correct`) was not recorded before key schema 3 and stays null: the analysis asks for
+the rows to be rerun.
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ import pyarrow.parquet as pq
 
 from sweep.arguments import ArgumentParser
 from sweep.errors import cli_main
-from sweep.identity import TrialConfig
-from sweep.rows import identity_columns
+from sweep.identity import KEY_SCHEMA, TrialConfig
+from sweep.rows import ROW_COLUMNS, identity_columns
 from sweep.schema import PARTITION_COLUMNS, STATUS_OK, row_eval_precision
 from sweep.store import ResultStore, StoreError
 
-BACKUP_SUFFIX = ".key-schema-1-backup"
+BACKUP_SUFFIX = ".key-schema-backup"
 
 
 def _partition_values(root: Path, path: Path) -> dict[str, str]:
@@ -45,7 +50,8 @@ def _partition_values(root: Path, path: Path) -> dict[str, str]:
 
 
 def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
-    """A schema-1 row with today's identity columns (key, canonical params, variant)."""
+    """An older row with today's columns and identity (key, canonical params, variant)."""
+    precision = row_eval_precision(old.get("eval_precision"), old["device"])
     config = TrialConfig(
         dataset=old["dataset"],
         arch=old["arch"],
@@ -57,16 +63,12 @@ def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
         calib_size=old["calib_size"],
         eval_limit=old["eval_size"],
         checkpoint_sha256=old["checkpoint_sha256"],
-        replicate=0,
-        eval_split="test",
+        replicate=old.get("replicate") or 0,
+        eval_split=old.get("eval_split") or "test",
+        eval_precision=precision,
     )
-    return {
-        **old,
-        "predictions": None,
-        "correct": None,
-        "eval_precision": row_eval_precision(None, old["device"]),
-        **identity_columns(config),
-    }
+    kept = {name: old[name] for name in ROW_COLUMNS if name in old}
+    return {**dict.fromkeys(ROW_COLUMNS), **kept, **identity_columns(config)}
 
 
 def legacy_rows(store: ResultStore, paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -80,7 +82,7 @@ def legacy_rows(store: ResultStore, paths: Sequence[Path]) -> list[dict[str, Any
 
 
 def legacy_finished_keys(store: ResultStore, paths: Sequence[Path]) -> set[str]:
-    """Today's keys of the schema-1 rows that finished ok: what a resumed sweep must not redo."""
+    """Today's keys of the older rows that finished ok: what a resumed sweep must not redo."""
     return {row["trial_key"] for row in legacy_rows(store, paths) if row["status"] == STATUS_OK}
 
 
@@ -92,7 +94,7 @@ class UpgradeReport:
 
 
 def upgrade_store(store: ResultStore) -> UpgradeReport:
-    """Rewrite the schema-1 files of `store` in today's schema, keeping a backup of them."""
+    """Rewrite the older files of `store` in today's schema, keeping a backup of them."""
     old_files = store.legacy_files()
     if not old_files:
         return UpgradeReport(0, 0, None)
@@ -114,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m sweep.upgrade",
         description=(
-            "Upgrade a result store written with trial-key schema 1 to today's keys, so a "
-            "resumed sweep recognises its finished trials and the analysis can read it. The old "
-            "files are copied to STORE" + BACKUP_SUFFIX + " first."
+            "Upgrade a result store written with an older trial-key schema to today's "
+            f"({KEY_SCHEMA}), so a resumed sweep recognises its finished trials and the analysis "
+            "can read it. The old files are copied to STORE" + BACKUP_SUFFIX + " first."
         ),
     )
     parser.add_argument("store", type=Path, help="result store directory")
@@ -130,9 +132,13 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(args.store)
     if not store.root.is_dir():
         raise StoreError(f"result store {str(store.root)!r} does not exist")
-    legacy = store.legacy_files()
+    files = store.survey()
+    if not files.usable and not files.legacy:
+        reason = f" (all {len(files.damaged)} Parquet files are damaged)" if files.damaged else ""
+        raise StoreError(f"{str(store.root)!r} is not a prune-sweep result store{reason}")
+    legacy = list(files.legacy)
     if not legacy:
-        print(f"{store.root}: nothing to upgrade (every file has key schema 2)")
+        print(f"{store.root}: nothing to upgrade (every file has key schema {KEY_SCHEMA})")
         return 0
     if args.dry_run:
         rows = legacy_rows(store, legacy)

@@ -98,7 +98,7 @@ def _assert_rows_equal_in_process_trials(
     context = TrialContext(checkpoints, None, cache, grid="in-process")
     for repair in ("none", "bn_recal", "channel_var_shrink"):
         row = frame[frame["repair"] == repair].iloc[0]
-        local = run_trial(trials[row["trial_key"]], context).measurements()
+        local = run_trial(trials[row["trial_key"]], context).measurements
         assert local["eval_size"] == row["eval_size"]
         assert local["layer_density"] == pytest.approx(list(row["layer_density"]))
         for metric in METRICS:

@@ -14,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic_store import DAMAGE_KINDS, damage, make_row, write_key_schema_1
 
+from sweep.identity import KEY_SCHEMA
 from sweep.schema import COLUMN_DOCS, FILE_SCHEMA, RESULT_SCHEMA
 from sweep.store import ResultStore, StoreError, open_store, read_results
+from sweep.upgrade import upgrade_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -199,8 +201,8 @@ def test_a_key_schema_1_store_is_not_damaged_but_must_be_upgraded(tmp_path: Path
     with pytest.raises(StoreError) as error:
         read_results(root)
     assert str(error.value) == (
-        f"result store {str(root)!r} was written by an older prune-sweep (trial-key schema 1); "
-        f"upgrade it with python -m sweep.upgrade {root} (a backup is kept)"
+        f"result store {str(root)!r} was written by an older prune-sweep (trial-key schema "
+        f"before {KEY_SCHEMA}); upgrade it with python -m sweep.upgrade {root} (a backup is kept)"
     )
     assert store.compact() == 0 and len(store.files()) == 2
     assert store.finished_keys() == set()  # schema-1 rows are sweep.upgrade's to translate
@@ -226,25 +228,40 @@ def test_writes_go_through_one_atomic_helper(tmp_path: Path, monkeypatch):
     assert calls[:2] == written and len(calls) == 3
 
 
-def test_a_file_written_before_eval_precision_is_read_and_compacted_as_this_schema(
-    tmp_path: Path,
-):
+def test_a_key_schema_2_file_is_upgraded_to_a_key_that_holds_its_eval_precision(tmp_path: Path):
     store = ResultStore(tmp_path)
     store.write(_row("new", minutes=1))
-    old = {k: v for k, v in _row("old", device="cuda:0").items() if k != "eval_precision"}
-    fields = [f for f in FILE_SCHEMA if f.name != "eval_precision"]
+    # Written before eval_precision and dense_correct were columns, on a GPU.
+    later = {"eval_precision", "dense_correct"}
+    old = _row("old", device="cuda:0") | {"key_schema": 2}
+    fields = [f for f in FILE_SCHEMA if f.name not in later]
     directory = tmp_path / "dataset=cifar10" / "arch=resnet18"
     pq.write_table(
         pa.table({f.name: [old[f.name]] for f in fields}, schema=pa.schema(fields)),
         directory / "part-old.parquet",
     )
     survey = store.survey()
-    assert len(survey.usable) == 2 and not survey.damaged and not survey.legacy
-    frame = read_results(tmp_path).set_index("trial_key")
-    assert frame.loc["new", "eval_precision"] == "fp32"
-    assert pd.isna(frame.loc["old", "eval_precision"])  # the analysis reads it from `device`
-    assert store.compact() == 2
-    compacted = read_results(tmp_path).set_index("trial_key")
-    assert pd.isna(compacted.loc["old", "eval_precision"])
-    assert compacted.loc["new", "eval_precision"] == "fp32"
-    assert pq.read_schema(store.files()[0]) == FILE_SCHEMA
+    assert len(survey.usable) == 1 and len(survey.legacy) == 1 and not survey.damaged
+    with pytest.raises(StoreError, match="python -m sweep.upgrade"):
+        read_results(tmp_path)
+
+    report = upgrade_store(store)
+    assert report.rows == 1 and not store.legacy_files()
+    frame = read_results(tmp_path)
+    upgraded = frame[frame["trial_key"] != "new"].iloc[0]
+    assert upgraded["key_schema"] == KEY_SCHEMA and upgraded["eval_precision"] == "bf16"
+    assert upgraded["trial_key"] != "old" and upgraded["top1"] == old["top1"]
+    assert upgraded["dense_correct"] is None  # not recorded before key schema 3
+
+
+def test_a_file_of_todays_key_schema_without_a_column_is_damaged(tmp_path: Path):
+    row = _row("k")
+    fields = [f for f in FILE_SCHEMA if f.name != "dense_correct"]
+    path = tmp_path / "dataset=cifar10" / "arch=resnet18" / "part.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(
+        pa.table({f.name: [row[f.name]] for f in fields}, schema=pa.schema(fields)), path
+    )
+    assert [reason for _, reason in ResultStore(tmp_path).damaged_files()] == [
+        "not a prune-sweep result file (missing columns dense_correct)"
+    ]

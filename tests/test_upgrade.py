@@ -22,6 +22,7 @@ import yaml
 from support import needs_fashion_mnist
 
 from sweep import launch, upgrade
+from sweep.identity import KEY_SCHEMA
 from sweep.store import ResultStore, StoreError, read_results
 from sweep.tasks import models
 from sweep.tasks.datasets.holdout import holdout
@@ -84,7 +85,7 @@ def test_upgrade_maps_both_spellings_to_one_key_and_keeps_every_measurement(lega
     assert upgrade.main([str(store)]) == 0
     frame = read_results(store)
     assert len(frame) == 6 and frame["trial_key"].is_unique
-    assert set(frame["key_schema"]) == {2}
+    assert set(frame["key_schema"]) == {KEY_SCHEMA}
     assert sorted(frame["repair_variant"].unique()) == ["bn_recal", "channel_var_shrink", "none"]
     old = _old_rows()
     for column in ("top1", "nll", "kl", "agreement"):

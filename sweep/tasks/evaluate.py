@@ -149,16 +149,15 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return folded
 
 
-def eval_precision(device: torch.device, mixed_precision: bool = True) -> str:
-    """'bf16' where eval autocasts (CUDA, mixed_precision), else 'fp32': recorded in every row and
-    in the dense-logits cache key, so results of the two never mix silently."""
-    return "bf16" if mixed_precision and device.type == "cuda" else "fp32"
+def eval_precision(device: torch.device) -> str:
+    """The default precision on `device`: 'bf16' autocast on CUDA, else 'fp32'. Part of every
+    trial's key and of the dense-logits cache key, so results of the two never mix."""
+    return "bf16" if device.type == "cuda" else "fp32"
 
 
-def _autocast(device: torch.device, mixed_precision: bool):
-    """bf16 autocast on CUDA (the GPU check measures its top-1 cost against fp32); fp32 on CPU."""
-    enabled = eval_precision(device, mixed_precision) == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked for (the GPU check measures its top-1 cost against fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def predict_logits(
@@ -167,14 +166,16 @@ def predict_logits(
     device: str | torch.device = "cpu",
     compile: bool = False,
     batch_size: int = EVAL_BATCH_SIZE,
-    mixed_precision: bool = True,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """float32 CPU logits [N, K] of `model` on the eval set (the model itself is not modified).
 
-    Compute once per dense checkpoint and pass to `evaluate` as `dense_logits`.
+    Compute once per dense checkpoint and pass to `evaluate` as `dense_logits`. `precision`:
+    'fp32' or 'bf16'; None takes `eval_precision(device)`.
     """
+    device = torch.device(device)
     logits, _ = _predict(
-        model, eval_set, torch.device(device), compile, batch_size, mixed_precision
+        model, eval_set, device, compile, batch_size, precision or eval_precision(device)
     )
     return logits
 
@@ -218,7 +219,7 @@ def _predict(
     device: torch.device,
     compile: bool,
     batch_size: int,
-    mixed_precision: bool = True,
+    precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batches = _device_batches(eval_set, device, batch_size)
     first = next(batches, None)
@@ -228,7 +229,7 @@ def _predict(
     fast = fold_batchnorm(model, images).to(device, memory_format=torch.channels_last)
     forward = torch.compile(fast) if compile else fast
     outputs, labels = [], []
-    with torch.inference_mode(), _autocast(device, mixed_precision):
+    with torch.inference_mode(), _autocast(device, precision):
         for images, batch_labels in chain([first], batches):
             count = len(images)
             x = images.contiguous(memory_format=torch.channels_last)
@@ -259,16 +260,18 @@ def evaluate_per_image(
     dense_logits: torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     compile: bool = False,
+    precision: str | None = None,
 ) -> Evaluation:
     """`evaluate`, keeping every image's predicted class and whether it was right."""
     device = torch.device(device)
-    logits, labels = _predict(model, eval_set, device, compile, EVAL_BATCH_SIZE)
+    precision = precision or eval_precision(device)
+    logits, labels = _predict(model, eval_set, device, compile, EVAL_BATCH_SIZE, precision)
     predicted = logits.argmax(1)
     return Evaluation(
         metrics=metrics_from_logits(logits, labels, dense_logits),
         predictions=predicted.numpy().astype(np.uint16),
         correct=(predicted == labels.long()).numpy(),
-        precision=eval_precision(device),
+        precision=precision,
     )
 
 
