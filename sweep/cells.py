@@ -25,13 +25,15 @@ from sweep.identity import TrialConfig
 MAX_TRIALS = 400
 
 
+def checkpoint_of(config: TrialConfig) -> tuple:
+    """The dense checkpoint a point prunes."""
+    return config.dataset, config.arch, config.replicate, config.checkpoint_sha256
+
+
 def cell_of(config: TrialConfig) -> tuple:
     """What the points of one cell share: one checkpoint, one pruned model, one eval set."""
     return (
-        config.dataset,
-        config.arch,
-        config.replicate,
-        config.checkpoint_sha256,
+        *checkpoint_of(config),
         config.allocation,
         config.sparsity,
         config.eval_split,
@@ -68,9 +70,11 @@ def group_cells(points: Iterable[TrialConfig]) -> list[Cell]:
     grouped: dict[tuple, list[TrialConfig]] = {}
     for point in points:
         grouped.setdefault(cell_of(point), []).append(point)
-    checkpoint_order = {key[:4]: i for i, key in reversed(list(enumerate(grouped)))}
-    ordered = sorted(grouped, key=lambda key: checkpoint_order[key[:4]])  # stable
-    return [Cell(tuple(grouped[key])) for key in ordered]
+    cells = [Cell(tuple(members)) for members in grouped.values()]
+    first_seen: dict[tuple, int] = {}
+    for index, cell in enumerate(cells):
+        first_seen.setdefault(checkpoint_of(cell.head), index)
+    return sorted(cells, key=lambda cell: first_seen[checkpoint_of(cell.head)])  # stable
 
 
 def check_cells_per_trial(value: object) -> int | None:
@@ -92,17 +96,14 @@ def chunk_cells(cells: Sequence[Cell], per_trial: int) -> list[tuple[Cell, ...]]
     chunks: list[tuple[Cell, ...]] = []
     current: list[Cell] = []
     for cell in cells:
-        if current and (len(current) == per_trial or cell_of(cell.head)[:4] != _ckpt(current)):
+        full = len(current) == per_trial
+        if current and (full or checkpoint_of(cell.head) != checkpoint_of(current[0].head)):
             chunks.append(tuple(current))
             current = []
         current.append(cell)
     if current:
         chunks.append(tuple(current))
     return chunks
-
-
-def _ckpt(cells: Sequence[Cell]) -> tuple:
-    return cell_of(cells[0].head)[:4]
 
 
 def encode_chunk(chunk: Sequence[Cell]) -> bytes:

@@ -126,8 +126,8 @@ def print_plan(plan: Plan, fmt: str) -> None:
         print(json.dumps(summary, indent=2))
         return
     print(
-        f"grid {summary['grid']}: {summary['trials']} trials, {summary['done']} done, "
-        f"{summary['todo']} to run"
+        f"grid {summary['grid']}: {summary['trials']} trials in {summary['cells']} cells, "
+        f"{summary['done']} done, {summary['todo']} to run"
     )
     print(f"  {'dataset':<14} {'arch':<12} {'trials':>7} {'to run':>7}")
     for pair in summary["pairs"]:
@@ -143,7 +143,7 @@ def print_plan(plan: Plan, fmt: str) -> None:
         print(f"damaged store file: {text}")
     if summary["legacy_store_files"]:
         print(
-            f"{summary['legacy_store_files']} store file(s) of trial-key schema 1: a launch "
+            f"{summary['legacy_store_files']} store file(s) of an older trial-key schema: a launch "
             "upgrades them first (their finished trials count as done above)"
         )
 
@@ -280,7 +280,7 @@ def run_grid(
         if plan.legacy_files and not options.restart:
             report = upgrade_store(store)
             print(
-                f"upgraded {report.rows} rows of trial-key schema 1 to today's keys "
+                f"upgraded {report.rows} rows of an older trial-key schema to today's keys "
                 f"(old files kept in {report.backup})"
             )
         plan = refresh_store(plan, store)

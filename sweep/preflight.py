@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweep.cells import group_cells
 from sweep.errors import CheckpointError, UserError
 from sweep.grid import Digests, Grid, checkpoints_needed, expand
 from sweep.identity import TrialConfig
@@ -68,6 +69,7 @@ class Plan:
         return {
             "grid": self.grid.name,
             "trials": len(self.trials),
+            "cells": len(group_cells(self.trials)),
             "done": self.done,
             "todo": len(self.todo),
             "missing": {
@@ -130,8 +132,8 @@ def make_plan(
 
 
 def _store_state(store: ResultStore) -> tuple[list[str], int, set[str]]:
-    """(damaged-file problems, schema-1 file count, finished keys) from one survey of the store;
-    schema-1 rows count as done under today's keys."""
+    """(damaged-file problems, older-schema file count, finished keys) from one survey of the store;
+    older rows count as done under today's keys."""
     if not store.root.is_dir():
         return [], 0, set()
     files = store.survey()

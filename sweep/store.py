@@ -101,7 +101,7 @@ class ResultStore:
         return sorted(p for p in self.root.rglob("*.parquet") if not p.name.startswith("."))
 
     def survey(self) -> StoreFiles:
-        """Sort the files by their footers: this schema, key schema 1, or damaged."""
+        """Sort the files by their footers: this schema, an older key schema, or damaged."""
         usable, legacy, damaged = [], [], []
         for path in self.files():
             kind, reason = _classify(path)
@@ -118,7 +118,7 @@ class ResultStore:
         return list(self.survey().damaged)
 
     def legacy_files(self) -> list[Path]:
-        """Files written with trial-key schema 1, which `python -m sweep.upgrade` rewrites."""
+        """Files of an older trial-key schema, which `python -m sweep.upgrade` rewrites."""
         return list(self.survey().legacy)
 
     def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -128,7 +128,7 @@ class ResultStore:
     def finished_keys(self, files: StoreFiles | None = None) -> set[str]:
         """Trial keys whose latest row is ok: a rerun skips these and retries the rest.
 
-        Only files of this schema count: key-schema-1 rows are sweep.upgrade's to translate, and
+        Only files of this schema count: older-schema rows are sweep.upgrade's to translate, and
         damaged files (named on stderr) hold no row a reader could trust. `files`: a survey the
         caller already made (each survey reads every file's footer)."""
         files = files or self.survey()
@@ -140,7 +140,7 @@ class ResultStore:
     def compact(self) -> int:
         """Merge each partition's readable files into one; returns how many files were removed.
 
-        Damaged and key-schema-1 files are left where they are: merging would lose or retype them.
+        Damaged and older-schema files are left where they are: merging would lose or retype them.
         """
         by_directory: dict[Path, list[Path]] = {}
         for path in self.survey().usable:
@@ -282,7 +282,7 @@ def open_store(
 ) -> StoreScan:
     """Check a store's files and open the readable ones; `on_damaged` hears of each one skipped.
 
-    Raises StoreError for a missing or empty store, a store written with trial-key schema 1
+    Raises StoreError for a missing or empty store, a store written with an older trial-key schema
     (it needs `python -m sweep.upgrade`), or one without a single readable result file.
     """
     root = Path(path)

@@ -72,7 +72,7 @@ def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
 
 
 def legacy_rows(store: ResultStore, paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """Every row of the store's schema-1 files `paths`, upgraded (reads files, writes nothing)."""
+    """Every row of the older-schema files `paths`, upgraded (reads files, writes nothing)."""
     rows = []
     for path in paths:
         partition = _partition_values(store.root, path)
