@@ -1,19 +1,20 @@
-"""Vectorised hierarchical bootstrap: replicates, calibration draws within each, eval images.
+"""The eval-image level of the intervals: bootstrap resamples of the images as matrix products.
 
-Why three levels: a verdict must hold for another dense checkpoint (replicate), another
-calibration draw (seed) and another eval set (images), and the three move results by very
-different amounts (training seeds the most). One resample draws the pair's replicates with
-replacement, then for every drawn replicate its seeds with replacement, then the eval images
-with replacement. The draws are shared by every allocation, repair variant and sparsity of a
-(dataset, arch) pair, so a resampled curve stays coherent across sparsity (a boundary can be
-recomputed on it) and every difference between two arms is paired: same replicates, same
-calibration draws, same images.
+Every row of a (dataset, arch) pair is evaluated on the same eval images, and the store keeps each
+row's per-image correctness (`correct`) and its dense checkpoint's (`dense_correct`). A resample
+of the images is a multinomial weight vector over them; the resampled top-1 of anything that is a
+weighted sum of rows (a point's mean over its replicates and seeds, one replicate's part of it) is
+that weight vector times the weighted sum of the rows' bits. So the rows are first summed into
+columns (`accumulate`: one column per point × cluster × dense checkpoint, [C, N]), then one
+product [B, N] @ [N, C] gives every column on every resample: the cost is columns × images ×
+resamples, not rows × images × resamples.
 
-Everything is a matrix product: the image level is multinomial weights [B, N] @ per-image
-correctness [N, rows] (`resampled_accuracy`), the replicate and seed levels are weights
-[B, replicate, seed] (`replicate_seed_weights`) that statistics.py contracts with the cell
-values. Each weight matrix depends only on (seed, sizes), so a group's interval does not change
-when other groups are added to the store.
+Two versions of each resample (intervals.py): *shared*, one weight vector for every cluster
+(replicate), as the eval set really is shared; and *own*, every cluster with a resample of its
+own. The own version is the shared one with the resample index permuted per cluster
+(`cluster_orders`): no second product, and each cluster's own variance is the same in both, so
+their difference is the shared images' effect alone, with little Monte-Carlo noise. The weights
+depend only on (seed, sizes), so a pair's interval does not change when other pairs are added.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
-IMAGE_LEVEL, REPLICATE_LEVEL, SEED_LEVEL = 1, 2, 3  # keep the levels' random streams apart
-# Rows unpacked per matrix product: [ROW_CHUNK, N] float32 of correctness at a time.
+IMAGE_LEVEL, CLUSTER_LEVEL = 1, 2  # keep the levels' random streams apart
+# Entries unpacked per block: [ROW_CHUNK, N] float32 of correctness at a time.
 ROW_CHUNK = 1024
 
 
@@ -54,60 +55,52 @@ def image_weights(n_images: int, resamples: int, seed: int) -> np.ndarray:
     return weights
 
 
-def replicate_seed_weights(replicates: int, seeds: int, resamples: int, seed: int) -> np.ndarray:
-    """[B, R, n] weight of each (replicate, seed) cell in each resample.
-
-    R slots each draw a replicate; each slot then draws n seeds with replacement (a multinomial
-    over the replicate's seed slots). A cell's weight sums its multiplicities over the slots
-    that drew its replicate, so a replicate drawn twice counts twice, each time with its own
-    seed draw."""
-    if replicates <= 1:
-        picked = np.zeros((resamples, 1), np.int64)
-    else:
-        rng = np.random.default_rng([seed, REPLICATE_LEVEL, replicates])
-        picked = rng.integers(0, replicates, size=(resamples, replicates))
-    slots = picked.shape[1]
-    per_slot = resample_counts(seeds, resamples * slots, [seed, SEED_LEVEL, replicates, seeds])
-    per_slot = per_slot.reshape(resamples, slots, max(seeds, 1))
-    weights = np.zeros((resamples, replicates, max(seeds, 1)))
-    index = (np.arange(resamples)[:, None] * replicates + picked).ravel()
-    np.add.at(weights.reshape(-1, max(seeds, 1)), index, per_slot.reshape(-1, max(seeds, 1)))
-    return weights
+@functools.lru_cache(maxsize=16)
+def cluster_orders(clusters: int, resamples: int, seed: int) -> np.ndarray:
+    """[K, B]: cluster k's own resample b is shared resample orders[k, b] (a permutation per
+    cluster, so each cluster's resamples are the shared ones, independent across clusters).
+    Cached (read-only)."""
+    rng = np.random.default_rng([seed, CLUSTER_LEVEL, clusters, resamples])
+    orders = np.stack([rng.permutation(resamples) for _ in range(clusters)])
+    orders.flags.writeable = False
+    return orders
 
 
-def resampled_accuracy(correct: np.ndarray, top1: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[B, rows] top-1 of each row on each resample of the eval images.
+def unpack(packed: list[bytes], n_images: int) -> np.ndarray:
+    """Packed per-image bits (numpy.packbits, big-endian) -> [len, N] float32 of 0/1."""
+    flat = np.frombuffer(b"".join(packed), np.uint8).reshape(len(packed), -1)
+    return np.unpackbits(flat, axis=1, count=n_images).astype(np.float32)
 
-    correct: per row the packed per-image bits (numpy.packbits, big-endian) or None; a row
-    without them (a store written before they were recorded) keeps its top-1 in every resample:
-    its image-level noise is then not in the interval. weights: image_weights [B, N]."""
-    resamples, n_images = weights.shape
-    out = np.repeat(top1[None, :].astype(float), resamples, axis=0)
-    has_bits = np.flatnonzero([bits is not None for bits in correct])
-    for start in range(0, len(has_bits), ROW_CHUNK):
-        rows = has_bits[start : start + ROW_CHUNK]
-        packed = np.frombuffer(b"".join(correct[rows]), np.uint8).reshape(len(rows), -1)
-        bits = np.unpackbits(packed, axis=1, count=n_images).astype(np.float32)
-        out[:, rows] = (weights @ bits.T) / n_images
+
+def accumulate(
+    packed: np.ndarray,
+    constant: np.ndarray,
+    column: np.ndarray,
+    weight: np.ndarray,
+    columns: int,
+    n_images: int,
+) -> np.ndarray:
+    """[C, N] float32: per column the weighted sum of its entries' per-image correctness.
+
+    One entry per (row, column) with a weight; packed[i] is the entry's bits, or None for a row
+    without per-image results, which adds weight · constant[i] (its top-1) on every image: it
+    keeps its top-1 in every resample."""
+    out = np.zeros((columns, n_images), np.float32)
+    has_bits = np.array([bits is not None for bits in packed], bool)
+    flat = np.flatnonzero(~has_bits)
+    if flat.size:
+        np.add.at(out, (column[flat],), (weight[flat] * constant[flat])[:, None].astype(np.float32))
+    entries = np.flatnonzero(has_bits)
+    entries = entries[np.argsort(column[entries], kind="stable")]
+    for start in range(0, len(entries), ROW_CHUNK):
+        block = entries[start : start + ROW_CHUNK]
+        bits = unpack(list(packed[block]), n_images) * weight[block, None].astype(np.float32)
+        cols = column[block]
+        starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+        out[cols[starts]] += np.add.reduceat(bits, starts, axis=0)
     return out
 
 
-def quantiles(samples: np.ndarray, probs: tuple[float, ...]) -> np.ndarray:
-    """Inverted-CDF quantiles over the last axis, ignoring NaN and tolerating ±inf.
-
-    Returns [len(probs), *samples.shape[:-1]]; NaN where a row has no finite-or-infinite sample.
-    No interpolation, so a censored sample (±inf) is never averaged with a finite one.
-    """
-    ordered = np.sort(samples, axis=-1)  # NaN sorts last
-    valid = (~np.isnan(samples)).sum(axis=-1)
-    out = []
-    for prob in probs:
-        rank = np.clip(np.ceil(prob * valid).astype(int) - 1, 0, samples.shape[-1] - 1)
-        picked = np.take_along_axis(ordered, rank[..., None], axis=-1)[..., 0]
-        out.append(np.where(valid > 0, picked, np.nan))
-    return np.stack(out)
-
-
-def interval_probs(confidence: float) -> tuple[float, float]:
-    tail = (1.0 - confidence) / 2.0
-    return tail, 1.0 - tail
+def resampled(sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[B, C] float64: each column's weighted mean over the images on each resample."""
+    return (weights @ np.ascontiguousarray(sums.T)).astype(float) / weights.shape[1]

@@ -1,8 +1,9 @@
 """Where a normalised-accuracy curve stops recovering: the first downward crossing of τ.
 
 Vectorised over any number of leading axes so the same code finds the boundary of every mean
-curve and of every bootstrap resample of it. Missing points (NaN) are skipped: a crossing that
-spans a gap is interpolated between the valid points around it (the caller flags the gap).
+curve and of every version of it an interval needs (replicates left out, images resampled).
+Missing points (NaN) are skipped: a crossing that spans a gap is interpolated between the valid
+points around it (the caller flags the gap).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Crossings:
     non_monotone: np.ndarray
 
     def censored(self, grid: np.ndarray) -> np.ndarray:
-        """Boundary with 'below' as -inf and 'beyond' as +inf (for bootstrap quantiles)."""
+        """Boundary with 'below' as -inf and 'beyond' as +inf."""
         out = self.boundary.copy()
         out[self.status == BELOW] = -np.inf
         out[self.status == BEYOND] = np.inf

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from analysis.bootstrap import DEFAULT_CONFIDENCE
 from analysis.definitions import DEFAULT_TAUS
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    """RESULTS, --tau and --repair: what every analysis CLI reads and how it selects rows."""
+    """RESULTS, --tau, --repair and --confidence: what every analysis CLI reads, how it selects
+    rows and how wide its intervals are."""
     parser.add_argument("results", type=Path, help="result store directory (Parquet, hive)")
     parser.add_argument(
         "--tau",
@@ -30,4 +32,11 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
         help="analyse only this repair variant (repeatable; a variant is the method plus its "
         "non-default parameters, e.g. bn_recal or 'channel_var_shrink[tau=0.5]'); "
         "default: every variant in the store",
+    )
+    parser.add_argument(
+        "--confidence",
+        default=DEFAULT_CONFIDENCE,
+        type=str,
+        metavar="LEVEL",
+        help="confidence level of every interval, in (0.5, 1) (default: %(default)s)",
     )

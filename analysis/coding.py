@@ -3,11 +3,16 @@
 Why: every later step is array arithmetic over [pair, variant, allocation, replicate, seed,
 sparsity]; factorising the string columns once keeps a million-row table out of pandas group-bys.
 A pair (dataset, arch) is the unit of comparison: all its rows must come from one eval split and
-one eval-set size, or no two of them measure the same thing (refused here, before any work).
+one eval-set size, or no two of them measure the same thing (refused here, before any work). Its
+per-image results must match too: every row with per-image correctness needs its dense
+checkpoint's (`dense_correct`), the same for every row of one checkpoint and agreeing with the
+rows' dense top-1, or resampling the images would move r's numerator against a denominator that
+is not its own (refused here as well).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -62,6 +67,7 @@ class CodedRows:
     valid: np.ndarray  # ok rows with a finite r
     failed: np.ndarray  # rows with status error
     correct: np.ndarray  # packed per-image bits per row (object: bytes or None)
+    dense_correct: np.ndarray  # the row's dense checkpoint's packed bits (bytes or None)
     replicates: list[list[int]]  # [P] replicate ids (training seeds) of each pair, ascending
     seeds: np.ndarray  # [P] most seeds any replicate of the pair has
     eval_size: np.ndarray  # [P] eval images of the pair's rows (0 if unknown)
@@ -105,6 +111,7 @@ def code_rows(frame: pd.DataFrame) -> CodedRows:
     ok = frame["status"].eq(STATUS_OK).to_numpy(bool, na_value=False)
     valid = ok & np.isfinite(r)
     eval_size = _check_eval_sets(frame, pair_codes, pairs, ok)
+    _check_per_image(frame, pair_codes, pairs, ok, eval_size)
     replicate_ids = frame["replicate"].fillna(0).to_numpy(np.int64)
     replicate, replicates = _ranks(pair_codes, replicate_ids, len(pairs))
     seed, _ = _ranks(
@@ -131,7 +138,8 @@ def code_rows(frame: pd.DataFrame) -> CodedRows:
         r=np.where(valid, r, np.nan),
         valid=valid,
         failed=~ok,
-        correct=frame["correct"].to_numpy(object),
+        correct=_bits(frame["correct"]),
+        dense_correct=_bits(frame["dense_correct"]),
         replicates=replicates,
         seeds=seeds,
         eval_size=eval_size,
@@ -182,3 +190,86 @@ def _check_eval_sets(
         finite = size[own][np.isfinite(size[own])]
         sizes[p] = int(finite[0]) if len(finite) else 0
     return sizes
+
+
+def _bits(column: pd.Series) -> np.ndarray:
+    """Packed bits per row as bytes, None where the row has none."""
+    values = column.to_numpy(object)
+    return np.where(_present(values), values, None)
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    return np.array([v is not None and v is not pd.NA and not _is_nan(v) for v in values], bool)
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _check_per_image(
+    frame: pd.DataFrame, pair: np.ndarray, pairs: pd.DataFrame, ok: np.ndarray, sizes: np.ndarray
+) -> None:
+    """Refuses a pair whose per-image results cannot be resampled together (module docstring):
+    bits of the wrong length, rows with per-image correctness but no dense_correct, one dense
+    checkpoint with two different dense_correct, or a dense_correct whose count of right images
+    is not the rows' dense top-1 (within half an image)."""
+    correct = frame["correct"].to_numpy(object)
+    dense = frame["dense_correct"].to_numpy(object)
+    checkpoint = frame["checkpoint_sha256"].astype(str).to_numpy()
+    dense_top1 = frame["dense_top1"].to_numpy(float)
+    has_correct, has_dense = _present(correct), _present(dense)
+    lengths = {
+        what: np.array([len(b) if h else -1 for b, h in zip(bits, has, strict=True)])
+        for what, bits, has in (
+            ("correct", correct, has_correct),
+            ("dense_correct", dense, has_dense),
+        )
+    }
+    for p in np.unique(pair[ok]):
+        own = ok & (pair == p)
+        name = f"{pairs['dataset'][p]} / {pairs['arch'][p]}"
+        n_images = int(sizes[p])
+        expected = math.ceil(n_images / 8)
+        for what, length in lengths.items():
+            wrong = own & (length >= 0) & (length != expected)
+            if wrong.any():
+                raise AnalysisInputError(
+                    f"{int(wrong.sum())} rows of {name} have a {what} of "
+                    f"{length[np.flatnonzero(wrong)[0]]} bytes, expected {expected} for "
+                    f"{n_images} eval images: the per-image results do not match the rows"
+                )
+        missing = own & has_correct & ~has_dense
+        if missing.any():
+            raise AnalysisInputError(
+                f"{int(missing.sum())} of the {int(own.sum())} ok rows of {name} have per-image "
+                "results but no dense_correct (written before it was recorded): r's dense top-1 "
+                "could not be resampled with its top-1; re-evaluate those trials with this version "
+                "(or analyse rows without per-image results only)"
+            )
+        with_dense = np.flatnonzero(own & has_dense)
+        if not with_dense.size:
+            continue
+        codes, uniques = pd.factorize(pd.Series(dense[with_dense], dtype=object))
+        per_checkpoint = pd.DataFrame({"checkpoint": checkpoint[with_dense], "bits": codes})
+        variants = per_checkpoint.groupby("checkpoint")["bits"].nunique()
+        if (variants > 1).any():
+            sha = str(variants.index[variants > 1][0])
+            raise AnalysisInputError(
+                f"the rows of {name} from dense checkpoint {sha[:12]} carry "
+                f"{int(variants.max())} different dense_correct: one checkpoint evaluated on one "
+                "eval set has one per-image result"
+            )
+        right = np.array(
+            [np.unpackbits(np.frombuffer(b, np.uint8), count=n_images).sum() for b in uniques]
+        )
+        measured = right[codes] / max(n_images, 1)
+        claimed = dense_top1[with_dense]
+        off = np.abs(measured - claimed) > 0.5 / max(n_images, 1) + 1e-9
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise AnalysisInputError(
+                f"dense_correct of {name} (checkpoint {checkpoint[with_dense][i][:12]}) has "
+                f"{int(right[codes[i]])} of {n_images} eval images right ({measured[i]:.4f}) but "
+                f"its rows say dense top-1 {claimed[i]:.4f}: the per-image results do not match "
+                "the rows"
+            )

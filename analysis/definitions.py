@@ -16,12 +16,19 @@ The unit of every table is a repair *variant* (sweep/variants.py: the method plu
 parameters), so two settings of one method are two curves, never one average; which role a
 variant plays in the regime definition goes by its method.
 
+Intervals (intervals.py): θ̂ ± t_ν·sqrt(v_rep + v_img), v_rep the delete-one-replicate jackknife
+variance, v_img the shared eval images' effect from bootstrap resamples of the images, ν by
+Satterthwaite; one method for means, r, boundaries, the band and every paired difference.
+
 Winners. Every comparison (LAMP − ERK per variant and sparsity; variant b − variant a per
-allocation and sparsity) is a paired difference in mean r with a hierarchical bootstrap interval
-(statistics.py). It names a winner only where that interval excludes zero (else NO_WINNER), and
-never where both arms are *at chance*: an arm is at chance when the lower end of its top-1
-interval is below chance + 2 binomial standard errors of the eval set, 2·sqrt(chance·(1 − chance)
-/ eval_size): the data cannot tell it from guessing (BOTH_AT_CHANCE).
+allocation and sparsity) is a paired difference in mean r with such an interval (statistics.py).
+It names a winner only where that interval excludes zero (else NO_WINNER); never where both arms
+are *at chance* (BOTH_AT_CHANCE); and never where fewer than two replicates (dense checkpoints)
+have both arms (SINGLE_REPLICATE): a verdict must hold for another checkpoint, and one cannot say
+how another would do. An arm is at chance when the lower end of its top-1 interval is at or below
+chance (1 / num_classes): the data cannot tell it from guessing. One margin only: the interval
+already holds the eval set's sampling noise (and the replicates' spread), so nothing is added to
+chance (an earlier version also added 2 binomial standard errors, counting the noise twice).
 """
 
 from __future__ import annotations
@@ -29,15 +36,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from sweep.errors import UserError
 from sweep.variants import variant_method
 
 DEFAULT_TAUS = (0.5, 0.7, 0.9)
-CHANCE_ERRORS = 2.0  # binomial standard errors above chance that an arm must clearly exceed
 NO_WINNER, BOTH_AT_CHANCE, NOT_AVAILABLE = "no winner", "both at chance", "n/a"
+SINGLE_REPLICATE = "single replicate"  # no verdict: fewer than 2 replicates have both arms
+PAIRED_TABLES = ("comparison", "repairs")  # the tables that state verdicts
 NO_REPAIR, BN_RECAL, ACTIVATION = "none", "bn_recal", "activation"
 RECONSTRUCTION = "reconstruction"
 RECONSTRUCTION_METHODS = ("obs_reconstruct", "adaprune")  # refit the surviving weights
@@ -78,6 +85,8 @@ COLUMNS = (
     "dense_top1",
     "top1",
     "correct",
+    "checkpoint_sha256",
+    "dense_correct",
 )
 SPARSITY_DECIMALS = 6
 PAIR = ["dataset", "arch"]
@@ -117,10 +126,20 @@ def check_taus(taus: float | str | Sequence[float]) -> tuple[float, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def chance_margin(chance: np.ndarray | float, eval_size: np.ndarray | float) -> np.ndarray:
-    """The top-1 an arm must clearly exceed not to be 'at chance' (module docstring)."""
-    chance = np.asarray(chance, float)
-    return chance + CHANCE_ERRORS * np.sqrt(chance * (1.0 - chance) / np.asarray(eval_size, float))
+def check_paired_verdicts(frame: pd.DataFrame) -> None:
+    """Refuses to state paired verdicts (the comparison and repairs tables on their own) for a
+    store where a dataset/arch has a single replicate: no verdict can be named there."""
+    ok = frame[frame["status"] == "ok"]
+    replicates = ok["replicate"].fillna(0).groupby([ok[c] for c in PAIR], sort=True).nunique()
+    single = replicates[replicates < 2]
+    if len(single):
+        dataset, arch = single.index[0]
+        raise AnalysisInputError(
+            f"paired verdicts need at least 2 replicates (dense checkpoints) per dataset/arch; "
+            f"{dataset} / {arch} has 1, so its comparisons name no winner "
+            "('single replicate'): add replicates to the grid, or read its intervals in --table "
+            "curves"
+        )
 
 
 def repair_role(variant: str) -> str:
@@ -154,7 +173,7 @@ def join_flags(*parts: object) -> str:
 @dataclass(frozen=True)
 class RegimeTables:
     """The reduced results. One DataFrame per question, each with a `flags` column; every mean
-    comes with its hierarchical bootstrap interval.
+    comes with its interval (intervals.py).
 
     curves:     (dataset, arch, allocation, repair_variant, sparsity) mean r and top-1, intervals
     boundaries: (dataset, arch, allocation, repair_variant, tau) the τ crossing, bracket, interval

@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 from plotly.subplots import make_subplots
 
-from analysis.definitions import BOTH_AT_CHANCE, NO_WINNER, PAIR, REGIMES, RegimeTables
+from analysis.definitions import (
+    BOTH_AT_CHANCE,
+    NO_WINNER,
+    PAIR,
+    REGIMES,
+    SINGLE_REPLICATE,
+    RegimeTables,
+)
 from sweep.variants import variant_method
 
 REGIME_COLOURS = {
@@ -43,6 +50,7 @@ WINNER_MARKS = {
     "erk": ("E", "E: ERK better (interval excludes 0)"),
     NO_WINNER: ("=", "=: no winner (interval contains 0)"),
     BOTH_AT_CHANCE: ("0", "0, grey: both at chance (no winner named)"),
+    SINGLE_REPLICATE: ("1", "1: single replicate with both arms (no winner named)"),
 }
 PANEL_HEIGHT = 250
 DIGITS = 5
@@ -402,7 +410,9 @@ def difference_map(tables: RegimeTables) -> Figure:
             "hoverinfo": "skip",
         }
         for (_, text), colour in zip(
-            WINNER_MARKS.values(), ("#2166ac", "#b2182b", "#f7f7f7", CHANCE_COLOUR), strict=True
+            WINNER_MARKS.values(),
+            ("#2166ac", "#b2182b", "#f7f7f7", CHANCE_COLOUR, "#f7f7f7"),
+            strict=True,
         )
     ]
     height = max(320, 24 * len(z) + 180)

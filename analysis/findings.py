@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.definitions import BOTH_AT_CHANCE, NO_WINNER
+from analysis.definitions import BOTH_AT_CHANCE, NO_WINNER, SINGLE_REPLICATE
 
 PERCENT = 100.0
 
@@ -74,6 +74,7 @@ def allocation_findings(comparison: pd.DataFrame) -> list[str]:
         }
         undecided = int((rows["winner"] == NO_WINNER).sum())
         at_chance = int((rows["winner"] == BOTH_AT_CHANCE).sum())
+        single = int((rows["winner"] == SINGLE_REPLICATE).sum())
         if won["lamp"] and won["erk"]:
             verdict = "the preference flips with sparsity"
         elif won["lamp"] or won["erk"]:
@@ -86,7 +87,9 @@ def allocation_findings(comparison: pd.DataFrame) -> list[str]:
         lines.append(
             f"{variant}: {verdict}"
             + (f" ({detail})" if detail else "")
-            + f"; no winner at {undecided} point(s), both at chance at {at_chance}."
+            + f"; no winner at {undecided} point(s), both at chance at {at_chance}"
+            + (f", no verdict from a single replicate at {single}" if single else "")
+            + "."
         )
         sides_of[variant] = {side.upper() for side, points in won.items() if points}
     if len(sides_of) > 1:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 
-from analysis import findings
+from analysis import findings, intervals
 from analysis.definitions import PAIR, RegimeTables
 from analysis.loading import Results
 from sweep.schema import STATUS_OK
@@ -86,10 +86,7 @@ def provenance(results: Results, tables: RegimeTables) -> list[tuple[str, str]]:
 
 
 def interval_text(tables: RegimeTables) -> str:
-    return (
-        f"{tables.confidence:.0%} hierarchical bootstrap: replicates, calibration seeds within "
-        f"each, eval images (paired between compared arms), {tables.resamples} resamples"
-    )
+    return intervals.interval_text(tables.confidence, tables.resamples)
 
 
 def top1_cell(point: dict) -> str:
@@ -125,7 +122,7 @@ def _top1_section(curves: pd.DataFrame, confidence: float) -> str:
     notes = _curve_notes(curves)
     return (
         f"### Top-1 % by sparsity\n\nMean over replicates and calibration seeds "
-        f"[{confidence:.0%} hierarchical bootstrap interval]; {MISSING}: no ok row.\n\n"
+        f"[{confidence:.0%} interval]; {MISSING}: no ok row.\n\n"
         + table(["allocation", "repair variant", *(f"{s:g}" for s in sparsities)], rows)
         + ("\nFlags:\n\n" + "\n".join(notes) + "\n" if notes else "")
     )
@@ -236,9 +233,9 @@ def _comparison_section(comparison: pd.DataFrame, confidence: float) -> str:
     ]
     return (
         f"### LAMP − ERK\n\nPaired difference in mean r [{confidence:.0%} interval]; a winner "
-        "only where the interval excludes 0, never where both arms are at chance; `agree`: the "
-        "fraction of replicates whose own difference has the overall sign.\n\n"
-        + table(["sparsity", *variants], rows)
+        "only where the interval excludes 0, never where both arms are at chance or fewer than "
+        "2 replicates have both; `agree`: the fraction of replicates whose own difference has "
+        "the overall sign.\n\n" + table(["sparsity", *variants], rows)
     )
 
 
@@ -269,7 +266,7 @@ def _variant_section(repairs: pd.DataFrame, confidence: float) -> str:
     return (
         "### Variants against their method's defaults\n\nPaired difference in mean r "
         f"[{confidence:.0%} interval]; the winner is named only where the interval excludes "
-        "0.\n\n" + table(header, rows)
+        "0 (and at least 2 replicates have both).\n\n" + table(header, rows)
     )
 
 

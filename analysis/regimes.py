@@ -4,7 +4,7 @@
 `python -m analysis.regimes RESULTS` the CLI, whose `--format markdown` writes the results
 document of a store (markdown.py). Definitions: analysis/definitions.py.
 Pipeline: loading.py (store -> rows) -> coding.py (rows -> integer codes) -> statistics.py
-(means, hierarchical bootstrap over replicates, seeds and images: bootstrap.py) -> tables.py
+(means and intervals: intervals.py, with eval-image resampling in bootstrap.py) -> tables.py
 (flagged tables) -> render.py (table / csv / json) or markdown.py.
 """
 
@@ -21,7 +21,15 @@ import pandas as pd
 from analysis.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from analysis.cli import add_store_arguments
 from analysis.coding import code_rows
-from analysis.definitions import DEFAULT_TAUS, AnalysisInputError, RegimeTables, check_taus
+from analysis.definitions import (
+    DEFAULT_TAUS,
+    PAIRED_TABLES,
+    AnalysisInputError,
+    RegimeTables,
+    check_paired_verdicts,
+    check_taus,
+)
+from analysis.intervals import check_confidence
 from analysis.loading import load_results
 from analysis.markdown import MARKDOWN_COLUMNS, markdown_document
 from analysis.render import FORMATS, render
@@ -46,6 +54,7 @@ def regime_table(
     """Reduce a result frame (read_results with at least COLUMNS) to the regime tables, with
     boundaries, regimes and bands for every τ in `tau` (one value, a list, or '0.5,0.7')."""
     taus = check_taus(tau)
+    confidence = check_confidence(confidence)
     if frame.empty:
         raise AnalysisInputError("the result table has no rows")
     coded = code_rows(frame)
@@ -74,13 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
             "replicate; a repair variant recovers at a sparsity when its mean r over replicates "
             "and calibration seeds is >= tau. Prints, per (dataset, arch, allocation) and tau, "
             "where each repair variant's r crosses tau (interpolated, with the bracketing grid "
-            "points and a hierarchical bootstrap interval over replicates, seeds and eval "
-            "images), the regime of every grid sparsity (intact, bn_recoverable, "
+            "points and a t-interval whose variance adds the replicates' spread and the shared "
+            "eval images' noise), the regime of every grid sparsity (intact, bn_recoverable, "
             "repair_sensitive, collapsed, or unknown when a repair is missing), the "
             "repair-sensitive band, LAMP - ERK per sparsity and every pair of repair variants "
-            "(a winner only where the paired interval excludes 0 and not both arms are at "
-            "chance). Anything excluded or missing is named in a flags column; damaged files in "
-            "the store are skipped and named on stderr."
+            "(a winner only where the paired interval excludes 0, not both arms are at "
+            "chance, and at least 2 replicates have both arms). Anything excluded or missing "
+            "is named in a flags column; damaged files in the store are skipped and named on "
+            "stderr."
         ),
     )
     add_store_arguments(parser)
@@ -115,6 +125,9 @@ def regenerate_command(args: argparse.Namespace) -> str:
     taus = check_taus(args.tau)
     if taus != DEFAULT_TAUS:
         parts += ["--tau", ",".join(f"{t:g}" for t in taus)]
+    confidence = check_confidence(args.confidence)
+    if confidence != DEFAULT_CONFIDENCE:
+        parts += ["--confidence", f"{confidence:g}"]
     for variant in args.repair:
         parts += ["--repair", variant]
     if args.out is not None:
@@ -124,11 +137,14 @@ def regenerate_command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> None:
     taus = check_taus(args.tau)
+    confidence = check_confidence(args.confidence)
     if args.format == MARKDOWN and args.table:
         raise AnalysisInputError("--table selects one table of table/csv/json; markdown has all")
     extra = MARKDOWN_COLUMNS if args.format == MARKDOWN else ()
     results = load_results(args.results, extra, args.repair)
-    tables = regime_table(results.frame, taus)
+    if args.table in PAIRED_TABLES:
+        check_paired_verdicts(results.frame)
+    tables = regime_table(results.frame, taus, confidence=confidence)
     if args.format == MARKDOWN:
         text = markdown_document(results, tables, regenerate_command(args))
     else:

@@ -17,12 +17,21 @@ from analysis.definitions import (
     NOT_AVAILABLE,
     PAIR,
     REGIMES,
+    SINGLE_REPLICATE,
     RegimeTables,
 )
+from analysis.intervals import interval_text
 
 FORMATS = ("table", "csv", "json")
 REGIME_LETTERS = {regime: regime[0].upper() for regime in REGIMES} | {"unknown": "?"}
-WINNER_LETTERS = {"lamp": "L", "erk": "E", NO_WINNER: "=", BOTH_AT_CHANCE: "0", NOT_AVAILABLE: "."}
+WINNER_LETTERS = {
+    "lamp": "L",
+    "erk": "E",
+    NO_WINNER: "=",
+    BOTH_AT_CHANCE: "0",
+    SINGLE_REPLICATE: "1",
+    NOT_AVAILABLE: ".",
+}
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -67,8 +76,7 @@ def to_text(tables: RegimeTables) -> str:
     with pd.option_context(*(item for pair in pd_options.items() for item in pair)):
         parts = [
             f"tau = {', '.join(f'{t:g}' for t in tables.taus)}; intervals: "
-            f"{tables.confidence:.0%} hierarchical bootstrap over replicates, calibration seeds "
-            f"and eval images, {tables.resamples} resamples\n",
+            f"{interval_text(tables.confidence, tables.resamples)}\n",
             "\n== Summary: repair-sensitive band per (dataset, arch, allocation) ==\n",
             tables.summary.to_string(index=False, float_format="{:.4g}".format) + "\n",
             f"\n== Regime map ({legend}) ==\n",

@@ -21,16 +21,17 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from analysis import figures
+from analysis.bootstrap import DEFAULT_CONFIDENCE
 from analysis.cli import add_store_arguments
 from analysis.definitions import (
     ALLOCATION_ORDER,
-    CHANCE_ERRORS,
     DEFAULT_TAUS,
     PAIR,
     AnalysisInputError,
     RegimeTables,
     check_taus,
 )
+from analysis.intervals import check_confidence
 from analysis.layers import density_profiles
 from analysis.loading import Results, load_results
 from analysis.markdown import interval_text
@@ -210,9 +211,8 @@ def build_sections(
 ) -> list[tuple[str, str, str, str]]:
     tau = f"{tables.tau:g}"
     chance_rule = (
-        "both arms at chance: the lower end of each arm's top-1 interval is below chance + "
-        f"{CHANCE_ERRORS:g} binomial standard errors of the eval set, sqrt(chance (1 - chance) / "
-        "eval images)"
+        "both arms at chance: the lower end of each arm's top-1 interval is at or below chance "
+        "(1 / classes; the interval already holds the eval images' noise)"
     )
     profiles = density_profiles(results.scan, density_sparsity)
     order = {name: i for i, name in enumerate(ALLOCATION_ORDER)}
@@ -228,7 +228,7 @@ def build_sections(
             "repair_sensitive (only a repair beyond BN recalibration recovers: activation "
             "statistics or weight reconstruction), collapsed (nothing "
             "does), unknown (a missing repair could change it). Markers: where each repair's mean "
-            "r crosses tau, with the bootstrap interval. Other taus: the summary table and the "
+            "r crosses tau, with its interval. Other taus: the summary table and the "
             "boundary against tau panel. Hover for the numbers.",
             _figure_html(figures.regime_map(tables), "regime-map-plot"),
         ),
@@ -237,7 +237,7 @@ def build_sections(
             "Repair-sensitive band",
             "Per (dataset, arch, allocation, tau): boundaries in sparsity, the band from where BN "
             "recalibration fails to where the best activation-statistic repair fails with the "
-            "bootstrap interval of each end and of its width, where weight reconstruction "
+            "interval of each end and of its width, where weight reconstruction "
             "(obs_reconstruct, adaprune) fails and how much of the band lies beyond it, and "
             "flags.",
             _table_html(tables.summary),
@@ -246,7 +246,7 @@ def build_sections(
             "accuracy",
             "Accuracy against sparsity",
             "Mean top-1 over replicates and calibration seeds per repair variant with its "
-            "hierarchical bootstrap interval (dotted: a method's non-default variant); "
+            "interval (dotted: a method's non-default variant); "
             f"background = regime at tau = {tau}; dashed line = the top-1 at which r = {tau} "
             "(at the replicates' mean dense top-1).",
             _figure_html(figures.accuracy_panels(tables), "accuracy-plot"),
@@ -257,10 +257,11 @@ def build_sections(
             (
                 "lamp-erk",
                 "LAMP − ERK",
-                "Difference in mean r, paired: the same replicates, calibration draws and eval "
+                "Difference in mean r, paired: the same replicates left out and the same eval "
                 "images resampled for both arms. Blue: LAMP better, red: ERK better. A winner "
                 "(L / E) is named only where the interval excludes 0; = no winner (the "
-                f"interval contains 0); grey 0: {chance_rule}. Hover for the interval and the "
+                f"interval contains 0); grey 0: {chance_rule}; 1: fewer than 2 replicates have "
+                "both arms (no winner named). Hover for the interval and the "
                 "fraction of replicates whose own difference has the same sign.",
                 _figure_html(figures.difference_map(tables), "lamp-erk-plot"),
             )
@@ -270,7 +271,7 @@ def build_sections(
             "tau",
             "Boundary against tau",
             "Where each repair variant's mean r first falls below tau, for every tau analysed, "
-            "with its bootstrap interval; one panel per (dataset, arch, allocation).",
+            "with its interval; one panel per (dataset, arch, allocation).",
             _figure_html(figures.boundary_against_tau(tables), "tau-plot"),
         )
     )
@@ -284,7 +285,7 @@ def build_sections(
                 "Repair against repair",
                 "variant_b - variant_a in mean r per (dataset, arch, allocation, sparsity), "
                 f"paired like LAMP - ERK; a winner only outside the noise ({chance_rule}: "
-                "no winner either).",
+                "no winner either; nor with fewer than 2 replicates).",
                 f"<details><summary>{len(repairs)} comparisons</summary>"
                 f"{_table_html(repairs)}</details>",
             )
@@ -316,7 +317,7 @@ def build_sections(
             "boundaries",
             "Boundaries",
             "Where each repair variant's mean r crosses each tau, with the bracketing grid points, "
-            "the bootstrap interval and flags.",
+            "the interval and flags.",
             f"<details><summary>{len(boundaries)} boundaries</summary>"
             f"{_table_html(boundaries)}</details>",
         )
@@ -335,15 +336,17 @@ def write_report(
     tau: float | str | Sequence[float] = DEFAULT_TAUS,
     density_sparsity: float | None = None,
     repairs: Sequence[str] = (),
+    confidence: float | str = DEFAULT_CONFIDENCE,
 ) -> Path:
     """Read the store (only the `repairs` variants if given), analyse it for every τ in `tau`
-    and write the HTML report; returns the report's path."""
+    with intervals at `confidence`, and write the HTML report; returns the report's path."""
     root = Path(results_path)
     out = Path(out_path) if out_path is not None else default_output(root)
     taus = check_taus(tau)
+    confidence = check_confidence(confidence)
     _check_output(root, out)
     results = load_results(root, EXTRA_COLUMNS, repairs)
-    tables = regime_table(results.frame, taus)
+    tables = regime_table(results.frame, taus, confidence=confidence)
     sparsity = choose_density_sparsity(tables.curves["sparsity"], density_sparsity)
     page = render_page(build_sections(results, tables, sparsity))
     return atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
@@ -355,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Write one self-contained HTML report (plotly.js inlined, opens offline) of a "
             "prune-sweep result store: regime map, accuracy against sparsity per repair variant "
-            "with hierarchical bootstrap bands and regime shading, LAMP - ERK map (winners only "
+            "with interval bands and regime shading, LAMP - ERK map (winners only "
             "outside the noise), boundary against tau, repair against repair, per-layer density "
             "profiles, agreement against top-1, and provenance (damaged files in the store are "
             "skipped, named on stderr and listed there)."
@@ -377,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    path = write_report(args.results, args.output, args.tau, args.density_sparsity, args.repair)
+    path = write_report(
+        args.results, args.output, args.tau, args.density_sparsity, args.repair, args.confidence
+    )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -1,33 +1,36 @@
-"""Point means and hierarchical bootstrap intervals of everything the tables report.
+"""Point means and the intervals of everything the tables report (method: intervals.py).
 
 Per (dataset, arch) pair the valid rows become cells [variant, allocation, replicate, seed,
 sparsity] (duplicate trials of a cell averaged). A point's mean is the mean over its (replicate,
 seed) cells; a deterministic variant (`none`, no calibration draw) stands for every seed of its
-replicate. Each resample (bootstrap.py) recomputes every row's top-1 on resampled images, then
-every point's mean under resampled replicate and seed weights: curves, τ crossings, the band and
-all paired differences come from the same resamples, so their intervals belong together.
+replicate. Rows are then summed per (point, cluster): the clusters are the replicates (a pair
+with one replicate: its calibration seeds). From those sums come, for every point, the mean on
+all data, the mean with each cluster left out (the jackknife) and the mean on each resample of
+the eval images, shared by all clusters or drawn per cluster (bootstrap.py), with each row's
+own replicate's dense top-1 recomputed on the same resampled images (`dense_correct`), so r's
+denominator moves with its numerator. Curves, the band and every paired difference are computed
+on all these versions at once, and intervals.t_interval turns each into an interval: one method
+for all of them, and a difference is paired (same clusters left out, same images). A boundary's
+interval inverts the same intervals of the curve (intervals.crossing_interval): every sparsity
+where the interpolated curve's interval contains τ.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from analysis.band import band, effective_boundaries
-from analysis.bootstrap import (
-    image_weights,
-    interval_probs,
-    quantiles,
-    replicate_seed_weights,
-    resampled_accuracy,
-)
+from analysis.bootstrap import accumulate, cluster_orders, image_weights, resampled, unpack
 from analysis.boundaries import first_crossings
 from analysis.coding import CodedRows
-from analysis.definitions import chance_margin, is_deterministic, repair_role
+from analysis.definitions import is_deterministic, repair_role
+from analysis.intervals import Stacked, crossing_interval, t_interval
 
 BAND_FIELDS = ("band_lo", "band_hi", "band_width", "band_beyond_reconstruction")
+NON_NEGATIVE = ("band_width", "band_beyond_reconstruction")  # widths: never below 0
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Statistics:
     top1: np.ndarray  # mean top-1
     top1_lo: np.ndarray
     top1_hi: np.ndarray
-    at_chance: np.ndarray  # the lower end of the top-1 interval is within noise of chance
+    at_chance: np.ndarray  # the top-1 interval reaches chance (definitions.py)
     seeds: np.ndarray  # most calibration seeds any replicate has at the point
     replicates: np.ndarray  # replicates with a value at the point
     duplicates: np.ndarray  # extra trials at a (point, replicate, seed), averaged
@@ -74,109 +77,195 @@ class Statistics:
     repairs: Differences  # [P, A, M, M, S]: variant m2 − variant m1
 
 
-def _point_means(values: np.ndarray, present: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present, values, 0.0).sum(axis=axes) / present.sum(axis=axes)
-
-
-def _spread(values: np.ndarray, present: np.ndarray, deterministic: np.ndarray) -> np.ndarray:
-    """A deterministic variant's value at every seed of its replicate.
-
-    values [..., M, A, R, n, S]; present [M, A, R, n, S] (where a row is); deterministic [M]."""
-    if not deterministic.any():
-        return values
-    own = np.where(present[deterministic], values[..., deterministic, :, :, :, :], np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # replicates without the variant
-        mean = np.nanmean(own, axis=-2, keepdims=True)
-    out = values.copy()
-    out[..., deterministic, :, :, :, :] = np.broadcast_to(mean, own.shape)
-    return out
-
-
-def _differences(boot_a, boot_b, point_a, point_b, rep_a, rep_b, chance_a, chance_b, probs):
-    """b − a: point difference, paired interval, replicate sign agreement, both at chance.
-
-    boot_*: [B, ...]; point_*: [...]; rep_*: [R, ...] per-replicate means over seeds."""
-    diff = point_b - point_a
-    lo, hi = quantiles(np.moveaxis(boot_b - boot_a, 0, -1), probs)
+def _differences(
+    stat: Stacked,
+    rep_a: np.ndarray,
+    rep_b: np.ndarray,
+    chance_a: np.ndarray,
+    chance_b: np.ndarray,
+    confidence: float,
+) -> Differences:
+    """b − a from the stacked difference: point, paired interval, replicate sign agreement
+    (rep_*: [R, ...] per-replicate means over seeds), both at chance."""
+    interval = t_interval(stat, confidence)
+    diff = stat.point
     per_replicate = rep_b - rep_a
     both = ~np.isnan(per_replicate)
     agree = both & (np.sign(per_replicate) == np.sign(diff)[None])
     with np.errstate(invalid="ignore", divide="ignore"):
         agreement = agree.sum(axis=0) / both.sum(axis=0)
-    return Differences(diff, lo, hi, agreement, both.sum(axis=0), chance_a & chance_b)
+    return Differences(
+        diff, interval.lo, interval.hi, agreement, both.sum(axis=0), chance_a & chance_b
+    )
 
 
 class _Pair:
-    """The cells of one (dataset, arch) pair and their resampled means."""
+    """The cells of one (dataset, arch) pair, summed per (point, cluster), and every version of
+    the point means the intervals need (intervals.Stacked, [1 + K + 2B, M, A, S])."""
 
     def __init__(self, coded: CodedRows, p: int, resamples: int, rng_seed: int) -> None:
         _, m_, a_, s_ = coded.shape
         rows = np.flatnonzero(coded.valid & (coded.pair == coded.pair.dtype.type(p)))
         r_, n_ = len(coded.replicates[p]), max(int(coded.seeds[p]), 1)
         self.shape = (m_, a_, r_, n_, s_)
-        cell = (coded.variant[rows] * a_ + coded.alloc[rows]) * r_ + coded.replicate[rows]
-        cell = ((cell * n_ + coded.seed[rows]) * s_ + coded.spars[rows]).astype(np.int64)
-        size = int(np.prod(self.shape))
-        counts = np.bincount(cell, minlength=size)
+        variant, alloc, spars = coded.variant[rows], coded.alloc[rows], coded.spars[rows]
+        replicate, seed = coded.replicate[rows], coded.seed[rows]
+        cell = (variant * a_ + alloc) * r_ + replicate
+        cell = ((cell * n_ + seed) * s_ + spars).astype(np.int64)
+        counts = np.bincount(cell, minlength=int(np.prod(self.shape)))
         raw_present = (counts > 0).reshape(self.shape)
         self.duplicates = (counts - (counts > 0)).reshape(self.shape).sum(axis=(2, 3))
         self.seeds = raw_present.sum(axis=3).max(axis=2)  # [M, A, S]
         self.replicates = raw_present.any(axis=3).sum(axis=2)
         self.family_seeds = raw_present.sum(axis=3).max(axis=(1, 2, 3))  # [M]
-        deterministic = np.array([is_deterministic(v) for v in coded.variants])
-
-        order = np.argsort(cell, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(cell[order]) != 0]) if rows.size else order
-
-        def cells(per_row: np.ndarray) -> np.ndarray:
-            """[..., rows] -> [..., M, A, R, n, S] means per cell (NaN where empty), with a
-            deterministic variant's value spread over the seeds."""
-            lead = per_row.shape[:-1]
-            sums = np.zeros((*lead, size))
-            if rows.size:
-                sums[..., cell[order][starts]] = np.add.reduceat(per_row[..., order], starts, -1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = (sums / counts).reshape(*lead, *self.shape)
-            return _spread(means, raw_present, deterministic)
-
-        chance, span = coded.chance[rows], coded.span[rows]
+        deterministic = np.array([is_deterministic(v) for v in coded.variants], bool)
         present = raw_present.copy()
         present[deterministic] = raw_present[deterministic].any(axis=3, keepdims=True)
-        top1, r = cells(coded.top1[rows]), cells(coded.r[rows])
         self.present = present
-        self.top1, self.r = _point_means(top1, present, (2, 3)), _point_means(r, present, (2, 3))
-        self.rep_r = np.moveaxis(_point_means(r, present, (3,)), 2, 0)  # [R, M, A, S]
-        # Image level: every row's top-1 on each resample of the pair's eval images.
-        n_images = int(coded.eval_size[p])
-        if n_images > 0 and rows.size:
-            images = image_weights(n_images, resamples, rng_seed)
-            accuracy = resampled_accuracy(coded.correct[rows], coded.top1[rows], images)
+
+        # Clusters: the replicates; with one replicate, its seed slots.
+        by_replicate = r_ >= 2
+        k_ = r_ if by_replicate else n_
+        self.clusters = k_
+        points = m_ * a_ * s_
+        point = ((variant * a_ + alloc) * s_ + spars).astype(np.int64)
+        dup = counts[cell].astype(float)
+        spread = deterministic[variant]
+        seeds_present = raw_present.sum(axis=3)[variant, alloc, replicate, spars].astype(float)
+        # Entries (row, cluster, weight): each present seed slot of a point has weight 1 in all,
+        # split over the rows that fill it (duplicates; a deterministic variant's seeds).
+        if by_replicate:
+            entry = np.arange(len(rows))
+            cluster = replicate
+            weight = np.where(spread, n_ / (seeds_present * dup), 1.0 / dup)
         else:
-            accuracy = np.repeat(coded.top1[rows][None], resamples, axis=0)
-        boot_top1, boot_r = cells(accuracy), cells((accuracy - chance) / span)
-        # Replicate and seed levels: weights [B, R, n] contracted with the cells.
-        weights = replicate_seed_weights(r_, n_, resamples, rng_seed)
-        mass = np.einsum("brn,marns->bmas", weights, present.astype(float))
+            plain, fills = np.flatnonzero(~spread), np.flatnonzero(spread)
+            entry = np.r_[plain, np.repeat(fills, n_)]
+            cluster = np.r_[seed[plain], np.tile(np.arange(n_), len(fills))]
+            weight = np.r_[1.0 / dup[plain], np.repeat(1.0 / (seeds_present * dup)[fills], n_)]
+        entry, cluster = entry.astype(np.int64), cluster.astype(np.int64)
+        group = point[entry] * k_ + cluster  # (point, cluster)
+        slots = present.sum(axis=3) if by_replicate else present[:, :, 0]  # [M, A, K, S]
+        count = np.moveaxis(slots, 2, 3).reshape(points, k_).astype(float)
+        chance, span = coded.chance[rows], coded.span[rows]
+        top1, r = coded.top1[rows], coded.r[rows]
+
+        def sums(per_row: np.ndarray) -> np.ndarray:
+            values = weight * per_row[entry]
+            return np.bincount(group, values, minlength=points * k_).reshape(points, k_)
+
+        sum_r, sum_top1 = sums(r), sums(top1)
+        self.count = count
         with np.errstate(invalid="ignore", divide="ignore"):
-            self.boot_top1 = np.einsum("brn,bmarns->bmas", weights, np.nan_to_num(boot_top1))
-            self.boot_r = np.einsum("brn,bmarns->bmas", weights, np.nan_to_num(boot_r))
-            self.boot_top1, self.boot_r = self.boot_top1 / mass, self.boot_r / mass
+            total = count.sum(axis=1)
+            self.r = (sum_r.sum(axis=1) / total).reshape(m_, a_, s_)
+            self.top1 = (sum_top1.sum(axis=1) / total).reshape(m_, a_, s_)
+            left = total[:, None] - count
+            jack_r = ((sum_r.sum(axis=1)[:, None] - sum_r) / left).T.reshape(k_, m_, a_, s_)
+            jack_top1 = ((sum_top1.sum(axis=1)[:, None] - sum_top1) / left).T
+            jack_top1 = jack_top1.reshape(k_, m_, a_, s_)
+            # Per replicate (sign agreement): its mean over seeds.
+            per_rep = np.moveaxis(present.sum(axis=3), 2, 0).astype(float)  # [R, M, A, S]
+            rep_sum = np.bincount(
+                (point[entry] * r_ + replicate[entry]),
+                weight * r[entry],
+                minlength=points * r_,
+            ).reshape(m_, a_, s_, r_)
+            self.rep_r = np.moveaxis(rep_sum, 3, 0) / per_rep
+        cluster_present = (count > 0).T.reshape(k_, m_, a_, s_)
+
+        shared_r, own_r, shared_top1, own_top1 = self._images(
+            coded, p, rows, entry, group, weight, top1, chance, span, resamples, rng_seed
+        )
+
+        def stacked(point_value, jack, shared, own) -> Stacked:
+            values = np.concatenate(
+                [
+                    point_value[None],
+                    jack,
+                    shared.reshape(-1, m_, a_, s_),
+                    own.reshape(-1, m_, a_, s_),
+                ]
+            )
+            return Stacked(values, cluster_present, k_, resamples)
+
+        self.r_stack = stacked(self.r, jack_r, shared_r, own_r)
+        self.top1_stack = stacked(self.top1, jack_top1, shared_top1, own_top1)
         self.chance = float(np.median(chance)) if rows.size else np.nan
         self.dense = np.full(r_, np.nan)
         for k in range(r_):
-            own = coded.replicate[rows] == k
+            own = replicate == k
             self.dense[k] = np.median(span[own] + chance[own]) if own.any() else np.nan
+
+    def _images(self, coded, p, rows, entry, group, weight, top1, chance, span, resamples, seed):
+        """Point means of r and top-1 on B shared and B per-cluster resamples of the eval
+        images: ([B, points] × 4), each row's r with its own dense top-1 on the same images."""
+        m_, a_, _, _, s_ = self.shape
+        k_, points = self.clusters, m_ * a_ * s_
+        total = self.count.sum(axis=1)
+        n_images = int(coded.eval_size[p])
+        correct, dense_bits = coded.correct[rows], coded.dense_correct[rows]
+        moving = any(b is not None for b in correct) or any(b is not None for b in dense_bits)
+        if n_images <= 0 or not rows.size or not moving:
+            with np.errstate(invalid="ignore"):
+                flat_r = np.broadcast_to(self.r.reshape(1, -1), (resamples, points))
+                flat_top1 = np.broadcast_to(self.top1.reshape(1, -1), (resamples, points))
+            return flat_r, flat_r, flat_top1, flat_top1
+        # Dense checkpoints: one column per distinct dense_correct (or dense top-1 without it)
+        # and chance.
+        dense_key = np.array(
+            [
+                bits if bits is not None else ("top1", d)
+                for bits, d in zip(dense_bits, span + chance, strict=True)
+            ],
+            dtype=object,
+        )
+        keys = pd.Series(list(zip(dense_key, chance, strict=True)), dtype=object)
+        dense_code, _ = pd.factorize(keys)
+        dense_ids, first = np.unique(dense_code, return_index=True)
+        u_ = len(dense_ids)
+        dense_code = np.searchsorted(dense_ids, dense_code)
+        dense_chance = chance[first]
+        dense_sums = np.empty((u_, n_images), np.float32)
+        for u, i in enumerate(first):
+            if dense_bits[i] is not None:
+                dense_sums[u] = unpack([dense_bits[i]], n_images)[0]
+            else:
+                dense_sums[u] = span[i] + chance[i]
+        # Columns: (point, cluster, dense checkpoint), sorted, so a group is a run of columns.
+        key = group * u_ + dense_code[entry]
+        columns, column = np.unique(key, return_inverse=True)
+        column = column.ravel()
+        sums = accumulate(correct[entry], top1[entry], column, weight, len(columns), n_images)
+        column_weight = np.bincount(column, weight, minlength=len(columns))
+        column_dense = columns % u_
+        weights = image_weights(n_images, resamples, seed)
+        both = resampled(np.concatenate([sums, dense_sums]), weights)
+        accuracy, dense = both[:, : len(columns)], both[:, len(columns) :][:, column_dense]
+        c = dense_chance[column_dense]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            margin = dense - c
+            r = np.where(margin > 0, (accuracy - c * column_weight) / margin, np.nan)
+        column_group = columns // u_
+        starts = np.flatnonzero(np.r_[True, column_group[1:] != column_group[:-1]])
+        out = []
+        for per_column in (r, accuracy):
+            grouped = np.zeros((resamples, points * k_))
+            grouped[:, column_group[starts]] = np.add.reduceat(per_column, starts, axis=1)
+            grouped = grouped.reshape(resamples, points, k_)
+            orders = cluster_orders(k_, resamples, seed)
+            own = np.stack([grouped[orders[k], :, k] for k in range(k_)], axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out += [grouped.sum(axis=2) / total, own.sum(axis=2) / total]
+        return out[0], out[1], out[2], out[3]
 
 
 def statistics(
     coded: CodedRows, taus: tuple[float, ...], resamples: int, confidence: float, rng_seed: int
 ) -> Statistics:
-    """Point means and every bootstrap quantity, one pair at a time."""
+    """Point means and every interval, one pair at a time."""
     p_, m_, a_, s_ = coded.shape
     t_ = len(taus)
-    probs = interval_probs(confidence)
     shape = (p_, m_, a_, s_)
     out = Statistics(
         *(np.full(shape, np.nan) for _ in range(6)),
@@ -197,14 +286,13 @@ def statistics(
     for p in range(p_):
         pair = _Pair(coded, p, resamples, rng_seed)
         out.r[p], out.top1[p] = pair.r, pair.top1
-        (out.r_lo[p], out.r_hi[p]) = quantiles(np.moveaxis(pair.boot_r, 0, -1), probs)
-        (out.top1_lo[p], out.top1_hi[p]) = quantiles(np.moveaxis(pair.boot_top1, 0, -1), probs)
-        margin = (
-            pair.chance
-            if coded.eval_size[p] == 0
-            else chance_margin(pair.chance, coded.eval_size[p])
-        )
-        out.at_chance[p] = out.top1_lo[p] < margin
+        r_interval = t_interval(pair.r_stack, confidence)
+        out.r_lo[p], out.r_hi[p] = r_interval.lo, r_interval.hi
+        top1_interval = t_interval(pair.top1_stack, confidence)
+        out.top1_lo[p] = np.clip(top1_interval.lo, 0.0, 1.0)
+        out.top1_hi[p] = np.clip(top1_interval.hi, 0.0, 1.0)
+        with np.errstate(invalid="ignore"):
+            out.at_chance[p] = out.top1_lo[p] <= pair.chance
         out.seeds[p], out.replicates[p], out.duplicates[p] = (
             pair.seeds,
             pair.replicates,
@@ -213,48 +301,52 @@ def statistics(
         out.family_seeds[p] = pair.family_seeds
         out.dense[p, : len(pair.dense)] = pair.dense
         own_grid = coded.grid[(pair.present.any(axis=(0, 1, 2, 3)))]
+        curve_present = pair.r_stack.present.any(axis=-1)  # [K, M, A]
         for t, tau in enumerate(taus):
-            crossings = first_crossings(pair.boot_r, coded.grid, tau)  # [B, M, A]
-            out.boundary_ci[t, :, p] = quantiles(
-                np.moveaxis(crossings.censored(coded.grid), 0, -1), probs
-            )
+            lo, hi = crossing_interval(pair.r_stack, coded.grid, tau, confidence)
+            out.boundary_ci[t, 0, p], out.boundary_ci[t, 1, p] = lo, hi
+            crossings = first_crossings(pair.r_stack.values, coded.grid, tau)
             edges = band(effective_boundaries(crossings, own_grid), roles)
+            present = curve_present.any(axis=1)  # [K, A]
             for name in BAND_FIELDS:
-                out.band_ci[name][t, :, p] = quantiles(np.moveaxis(edges[name], 0, -1), probs)
-        rep = pair.rep_r
+                interval = t_interval(pair.r_stack.derive(edges[name], present), confidence)
+                lo = np.maximum(interval.lo, 0.0) if name in NON_NEGATIVE else interval.lo
+                out.band_ci[name][t, 0, p], out.band_ci[name][t, 1, p] = lo, interval.hi
+        rep, values, present = pair.rep_r, pair.r_stack.values, pair.r_stack.present
         chance_arm = out.at_chance[p]
         if lamp_erk:
             lamp, erk = coded.allocations.index("lamp"), coded.allocations.index("erk")
+            stat = pair.r_stack.derive(
+                values[:, :, lamp] - values[:, :, erk], present[:, :, lamp] | present[:, :, erk]
+            )
             out.lamp_erk.fill(
                 (p,),
                 _differences(
-                    pair.boot_r[:, :, erk],
-                    pair.boot_r[:, :, lamp],
-                    pair.r[:, erk],
-                    pair.r[:, lamp],
+                    stat,
                     rep[:, :, erk],
                     rep[:, :, lamp],
                     chance_arm[:, erk],
                     chance_arm[:, lamp],
-                    probs,
+                    confidence,
                 ),
             )
-        # Every pair of variants, per allocation: [A, M(a), M(b), S].
-        boot = np.moveaxis(pair.boot_r, 2, 1)  # [B, A, M, S]
-        point, per_rep = np.moveaxis(pair.r, 1, 0), np.moveaxis(rep, 2, 1)
-        arms = np.moveaxis(chance_arm, 1, 0)
-        out.repairs.fill(
-            (p,),
-            _differences(
-                boot[:, :, :, None],
-                boot[:, :, None, :],
-                point[:, :, None],
-                point[:, None, :],
-                per_rep[:, :, :, None],
-                per_rep[:, :, None, :],
-                arms[:, :, None],
-                arms[:, None, :],
-                probs,
-            ),
-        )
+        # Every pair of variants, per allocation: [M(a), M(b), S].
+        for a in range(a_):
+            arm, seen = values[:, :, a], present[:, :, a]  # [L, M, S], [K, M, S]
+            stat = pair.r_stack.derive(
+                arm[:, None, :, :] - arm[:, :, None, :], seen[:, None] | seen[:, :, None]
+            )
+            per_rep = rep[:, :, a]
+            chance = chance_arm[:, a]
+            out.repairs.fill(
+                (p, a),
+                _differences(
+                    stat,
+                    per_rep[:, :, None],
+                    per_rep[:, None, :],
+                    chance[:, None],
+                    chance[None, :],
+                    confidence,
+                ),
+            )
     return out

@@ -30,6 +30,7 @@ from analysis.definitions import (
     PAIR,
     RECONSTRUCTION,
     REPAIR_SENSITIVE,
+    SINGLE_REPLICATE,
     UNKNOWN,
     is_deterministic,
     join_flags,
@@ -83,7 +84,10 @@ class TableBuilder:
         if not mean_dense > chance:
             flags.append("dense top-1 missing or at or below chance: r undefined")
         if st.pair_replicates[p] == 1:
-            flags.append("single replicate: intervals do not cover other training seeds")
+            flags.append(
+                "single replicate: intervals cover calibration seeds and eval images, not other "
+                "training seeds; no winner is named"
+            )
         without = int(sum(coded.correct[i] is None for i in np.flatnonzero(own & coded.valid)))
         if without:
             flags.append(
@@ -387,7 +391,15 @@ def _difference(diffs: Differences, index: tuple, name_a: str, name_b: str) -> d
         "diff": diff,
         "diff_lo": lo,
         "diff_hi": hi,
-        "winner": _winner(diff, lo, hi, bool(diffs.at_chance[index]), name_a, name_b),
+        "winner": _winner(
+            diff,
+            lo,
+            hi,
+            bool(diffs.at_chance[index]),
+            int(diffs.replicates[index]),
+            name_a,
+            name_b,
+        ),
         "replicate_agreement": diffs.agreement[index],
         "replicates": int(diffs.replicates[index]),
     }
@@ -441,13 +453,17 @@ def _best(edges: np.ndarray, roles: np.ndarray, role: str, variants: list[str]) 
     return max(found)[1] if found else ""
 
 
-def _winner(diff: float, lo: float, hi: float, at_chance: bool, name_a: str, name_b: str) -> str:
-    """b's or a's name only where the paired interval excludes 0 and not both arms are at
-    chance (definitions.py)."""
+def _winner(
+    diff: float, lo: float, hi: float, at_chance: bool, replicates: int, name_a: str, name_b: str
+) -> str:
+    """b's or a's name only where the paired interval excludes 0, not both arms are at chance,
+    and at least 2 replicates have both arms (definitions.py)."""
     if np.isnan(diff):
         return NOT_AVAILABLE
     if at_chance:
         return BOTH_AT_CHANCE
+    if replicates < 2:
+        return SINGLE_REPLICATE
     if lo > 0:
         return name_b
     if hi < 0:

@@ -1,11 +1,12 @@
 """Benchmark: regime table and HTML report from a large synthetic store with per-image results.
 
 Targets (issue 6, on a 2-core machine): regime table <= 10 s, report <= 30 s and <= 10 MB.
-Both timings include reading the store, as a user running the CLI would pay it. Since issue 11
-every row carries its per-image correctness and the hierarchical bootstrap resamples the eval
-images of every row (a [resamples, images] @ [images, rows] product per dataset/arch), so the
-cost grows with rows x eval images: the default store is 3 replicates x the paper-like grid,
-100 k rows of 2000 eval images each. The store is written in the real schema through
+Both timings include reading the store, as a user running the CLI would pay it. Every row
+carries its per-image correctness and its dense checkpoint's; the intervals resample the eval
+images of every (point, replicate) sum of rows (bits summed per column: rows x images, then a
+[resamples, images] @ [images, points x replicates] product per dataset/arch), so the cost grows
+with rows x eval images: the default store is 3 replicates x the paper-like grid, 100 k rows of
+2000 eval images each. The store is written in the real schema through
 ResultStore.write_many (one file per partition chunk); generation is not timed. The last line
 printed is a JSON object.
 

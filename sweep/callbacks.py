@@ -161,6 +161,9 @@ class ProgressLine(Callback):
         self._count_running(trials)
         self._show()
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        self._count_running(trials)
+
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info):
         self.retried += 1
         self._show()

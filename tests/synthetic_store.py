@@ -17,6 +17,12 @@ key, so two rows of one replicate, or of one calibration draw, err on similar im
 its top-1 (`make_row`) is right on exactly the round(top1 · N) images with the lowest scores; a
 grid row (`SyntheticGrid`) is right where the score is below its expected accuracy, and its top-1
 is what that gives, so image sampling adds real noise to it.
+
+The dense checkpoint of a replicate scores each image with u_i + IMAGE_NOISE · (e_replicate,i +
+e_dense,i) / √2 and is right on the round(dense_top1 · N) lowest-scoring images: every row of one
+checkpoint carries the same `dense_correct`, consistent with its `dense_top1`, and the dense model
+errs where its pruned models tend to (the shared replicate term). `dense_images=False` writes a
+row without it, as a store written before the column was.
 """
 
 from __future__ import annotations
@@ -34,11 +40,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweep.identity import KEY_SCHEMA  # rows of today's key schema
 from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
 from sweep.store import ResultStore
 from sweep.variants import variant_name
 
-KEY_SCHEMA = 2
 # Columns a schema-1 file lacks (sweep.store recognises such a file by exactly these).
 KEY_SCHEMA_2_COLUMNS = (
     *("key_schema", "repair_variant", "replicate", "eval_split", "predictions", "correct"),
@@ -102,6 +108,13 @@ def image_scores(
     )
     own = np.random.default_rng(_stable("row", row_key)).standard_normal(eval_size)
     return difficulty(dataset, eval_size, eval_seed) + IMAGE_NOISE * (shared + own) / math.sqrt(3)
+
+
+def dense_scores(dataset: str, eval_size: int, replicate: int, eval_seed: int = 0) -> np.ndarray:
+    """Per image for the replicate's dense checkpoint: low = easy (module docstring)."""
+    shared = _noise(eval_size, dataset, eval_seed, replicate)
+    own = _noise(eval_size, "dense", dataset, eval_seed, replicate)
+    return difficulty(dataset, eval_size, eval_seed) + IMAGE_NOISE * (shared + own) / math.sqrt(2)
 
 
 def pack(correct: np.ndarray) -> bytes:
@@ -169,6 +182,7 @@ def make_row(
     eval_seed: int = 0,
     eval_precision: str | None = "fp32",
     device: str = "cpu",
+    dense_images: bool = True,
 ) -> dict:
     """One complete row of the result schema; unspecified fields get plausible values.
 
@@ -178,7 +192,9 @@ def make_row(
     Per-image results (`predictions`, `correct`) follow the module docstring: `correct` as given
     (a 0/1 vector), else right on round(top1 · N) images; `images=False` leaves them null, as in a
     store written before they were recorded (the analysis then cannot resample images), and
-    `eval_precision=None` is a row written before that column.
+    `eval_precision=None` is a row written before that column. A row with per-image results also
+    carries its dense checkpoint's (`dense_correct`, module docstring) unless `dense_images` is
+    False (a row written before that column).
     """
     params = dict(params or {})
     num_classes = num_classes or NUM_CLASSES.get(dataset, 10)
@@ -200,7 +216,7 @@ def make_row(
         eval_size=eval_size,
     )
     key = trial_key(**config)
-    bits = predictions = None
+    bits = predictions = dense_bits = None
     if ok and top1 is not None and (images or correct is not None):
         if correct is None:
             scores = image_scores(dataset, eval_size, replicate, seed, key, eval_seed)
@@ -209,6 +225,10 @@ def make_row(
         bits = pack(correct)
         labels = np.arange(eval_size) % num_classes  # a right prediction is the label
         predictions = np.where(correct, labels, (labels + 1) % num_classes).astype(np.uint16)
+        if dense_images:
+            dense_bits = pack(
+                exactly(dense_scores(dataset, eval_size, replicate, eval_seed), dense_top1)
+            )
     values = {
         "dataset": dataset,
         "arch": arch,
@@ -234,6 +254,7 @@ def make_row(
         "eval_precision": eval_precision,
         "predictions": predictions,
         "correct": bits,
+        "dense_correct": dense_bits,
         "dense_top1": dense_top1,
         "top1": top1 if ok else None,
         "top5": min(1.0, top1 + 0.2) if ok and top1 is not None and num_classes > 10 else None,
@@ -453,9 +474,41 @@ def write_key_schema_1(root: Path | str, rows: Sequence[dict]) -> Path:
     return Path(root)
 
 
+# Per-image results that do not fit their rows (`broken_dense`), each refused in one line.
+DENSE_KINDS = ("dense_missing", "dense_differs", "dense_count", "dense_length")
+
+
+def broken_dense(rows: Sequence[dict], kind: str) -> list[dict]:
+    """`rows` with their dense_correct damaged: dense_missing (none, though `correct` is there:
+    a row written before the column), dense_differs (the first row's bits shifted by one image:
+    one checkpoint, two dense results), dense_count (every row's dense model wrong on two more
+    images than its dense_top1 says) or dense_length (a byte short)."""
+    out = []
+    for i, row in enumerate(rows):
+        bits = row["dense_correct"]
+        if bits is None:
+            out.append(dict(row))
+            continue
+        dense = np.unpackbits(np.frombuffer(bits, np.uint8), count=row["eval_size"]).astype(bool)
+        if kind == "dense_missing":
+            bits = None
+        elif kind == "dense_differs" and i == 0:
+            bits = pack(np.roll(dense, 1))
+        elif kind == "dense_count":
+            dense[np.flatnonzero(dense)[:2]] = False
+            bits = pack(dense)
+        elif kind == "dense_length":
+            bits = bits[:-1]
+        elif kind not in DENSE_KINDS:
+            raise ValueError(f"unknown dense damage {kind!r}; expected one of {DENSE_KINDS}")
+        out.append({**row, "dense_correct": bits})
+    return out
+
+
 def unusable_store(parent: Path, kind: str, rows: Sequence[dict]) -> Path:
     """A store the analysis must refuse, of one kind: missing, empty, foreign (another schema),
-    only_errors (`rows` as error rows) or key_schema_1 (`rows` in the old schema)."""
+    only_errors (`rows` as error rows), key_schema_1 (`rows` in the old schema) or one of
+    DENSE_KINDS (`rows` with per-image results that do not fit them, `broken_dense`)."""
     root = Path(parent) / kind
     if kind in ("empty", "foreign"):
         root.mkdir()
@@ -467,4 +520,6 @@ def unusable_store(parent: Path, kind: str, rows: Sequence[dict]) -> Path:
         ResultStore(root).write_many(errors)
     elif kind == "key_schema_1":
         write_key_schema_1(root, rows)
+    elif kind in DENSE_KINDS:
+        ResultStore(root).write_many(broken_dense(rows, kind))
     return root

@@ -1,6 +1,7 @@
 """Replicate-aware statistics on hand-built stores: winners only outside the noise, 'both at
-chance', replicate sign agreement, r against each replicate's own dense top-1, τ lists, and
-stores that mix eval sets.
+chance' (one margin), no verdict from a single replicate, replicate sign agreement, r against
+each replicate's own dense top-1 (moving with it when images are resampled), τ lists, and stores
+that mix eval sets or whose per-image results do not match their rows.
 
 Per-image results are built explicitly where a test needs to know them (`correct=`), or follow
 the synthetic generator (`synthetic_store` module docstring)."""
@@ -16,6 +17,7 @@ import pytest
 from synthetic_store import curve_rows, make_row
 
 from analysis import figures
+from analysis.intervals import t_quantile
 from analysis.loading import load_results
 from analysis.regimes import main, regime_table
 from analysis.report import main as report_main
@@ -52,14 +54,21 @@ def arms(r_lamp: dict[int, list[float]], r_erk: dict[int, list[float]], **fields
 
 
 def nested_arms(base: float, extra: float, images: int = 2000, replicates: int = 4) -> list[dict]:
-    """LAMP right on every image ERK gets right, plus a fraction `extra` of the others, in every
-    replicate and seed: LAMP is better on every replicate and every image."""
+    """ERK right on random images, as many as base · images shifted by ±0.5 or ±0.25 points per
+    replicate (the replicates vary; their mean is exactly base), LAMP on those plus exactly
+    round(extra · the others) more: LAMP is better on every replicate and every image, by the
+    same amount everywhere."""
     rng = np.random.default_rng(5)
+    shifts = (0.005, -0.005, 0.0025, -0.0025)  # sum 0 over every 4 replicates
     rows = []
     for replicate in range(replicates):
         for seed in range(2):
-            erk = rng.random(images) < base
-            lamp = erk | (rng.random(images) < extra)
+            order = rng.permutation(images)
+            right = round((base + shifts[replicate % 4]) * images)
+            erk = np.zeros(images, bool)
+            erk[order[:right]] = True
+            lamp = erk.copy()
+            lamp[order[right : right + round(extra * (images - right))]] = True
             for allocation, correct in (("erk", erk), ("lamp", lamp)):
                 rows.append(
                     make_row(
@@ -100,13 +109,15 @@ def test_an_arm_better_on_every_replicate_and_image_wins(tmp_path):
 
 
 def test_both_arms_at_chance_name_no_winner_even_when_the_interval_excludes_zero(tmp_path):
-    # Chance is 0.1 (10 classes); 2000 images: chance + 2 SE = 0.1134. ERK ~0.10, LAMP ~0.105
-    # and right wherever ERK is: the paired interval excludes 0, both arms are still at chance.
+    # Chance is 0.1 (10 classes). ERK 0.100 (replicates 0.095 to 0.105), LAMP 0.1045 and right
+    # wherever ERK is: the paired interval excludes 0, but both arms' top-1 intervals reach
+    # chance.
     tables = analyse(tmp_path, nested_arms(0.1, 0.005))
     comparison = tables.comparison
     assert (comparison["diff_lo"] > 0).all()
     assert set(comparison["winner"]) == {"both at chance"}
     assert tables.curves["at_chance"].all()
+    assert (tables.curves["top1_lo"] <= 0.1).all()
     fig = figures.difference_map(tables)
     assert {cell for row in fig["data"][0]["text"] for cell in row} == {"0"}
     assert all(v is None for row in fig["data"][0]["z"] for v in row)  # no difference colour
@@ -137,7 +148,13 @@ def test_r_uses_each_replicates_own_dense_top1(tmp_path):
     point = tables.curves.iloc[0]
     assert point["r"] == pytest.approx(7 / 12)
     assert point["top1"] == pytest.approx(0.5) and point["replicates"] == 2
-    assert (point["r_lo"], point["r_hi"]) == (pytest.approx(0.5), pytest.approx(2 / 3))
+    # Without per-image results only the replicates vary: the interval is the textbook
+    # t-interval over the two replicate means, 7/12 ± t(0.975, 1 df) · s / √2, s = (1/6) / √2.
+    half = t_quantile(0.975, 1.0) * (1 / 6) / 2**0.5 / 2**0.5
+    assert (point["r_lo"], point["r_hi"]) == (
+        pytest.approx(7 / 12 - half),
+        pytest.approx(7 / 12 + half),
+    )
     summary = tables.summary.iloc[0]
     assert summary["dense_top1"] == pytest.approx(0.8) and summary["replicates"] == 2
     assert "dense top-1 varies" not in summary["flags"]

@@ -8,7 +8,7 @@ import pytest
 from synthetic_store import SyntheticGrid
 
 from analysis import findings
-from analysis.definitions import BOTH_AT_CHANCE, NO_WINNER
+from analysis.definitions import BOTH_AT_CHANCE, NO_WINNER, SINGLE_REPLICATE
 from analysis.regimes import main
 
 
@@ -83,6 +83,21 @@ def test_a_preference_that_changes_side_is_called_a_flip():
     assert "no winner at 1 point(s)" in bn
     assert (
         none == "none: no allocation wins anywhere; no winner at 0 point(s), both at chance at 2."
+    )
+
+
+def test_cells_without_a_verdict_from_a_single_replicate_are_counted_apart():
+    comparison = pd.DataFrame(
+        {
+            "repair_variant": ["bn_recal"] * 3,
+            "sparsity": [0.9, 0.94, 0.96],
+            "winner": [SINGLE_REPLICATE, SINGLE_REPLICATE, BOTH_AT_CHANCE],
+        }
+    )
+    (line,) = findings.allocation_findings(comparison)
+    assert line == (
+        "bn_recal: no allocation wins anywhere; no winner at 0 point(s), both at chance at 1, "
+        "no verdict from a single replicate at 2."
     )
 
 

@@ -4,8 +4,10 @@ Every expected number is worked out in the test from the definitions: r = (top1 
 (dense − chance) with 10 classes and dense top-1 0.9, so r is what `curve_rows` is given; a
 crossing between grid points s_i (r_i ≥ τ) and s_j (r_j < τ) is
 s_i + (r_i − τ) / (r_i − r_j) · (s_j − s_i). Tests of exact interval ends build rows without
-per-image results (`images=False`, as in a store written before they were kept), so only the
-replicate and seed levels of the bootstrap move them.
+per-image results (`images=False`, as in a store written before they were kept): their interval
+is then the textbook t-interval over the clusters (replicates; a single replicate's calibration
+seeds), θ̂ ± t(0.975, K − 1) · s / √K, and a boundary's is that interval mapped through the
+crossing (the same bracket).
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from synthetic_store import (
 )
 
 from analysis.bootstrap import (
+    accumulate,
+    cluster_orders,
     image_weights,
-    quantiles,
-    replicate_seed_weights,
     resample_counts,
-    resampled_accuracy,
+    resampled,
 )
 from analysis.boundaries import first_crossings
+from analysis.intervals import t_quantile
 from analysis.loading import load_results
 from analysis.regimes import AnalysisInputError, main, regime_table
 from sweep.errors import UserError
@@ -121,21 +124,44 @@ def test_non_monotone_curve_uses_first_downward_crossing_and_says_so(tmp_path):
     assert "first downward crossing" in b["flags"]
 
 
-def test_bootstrap_interval_of_the_boundary_over_seeds(tmp_path):
-    # Seeds (r at 0.90, 0.92, 0.94): every seed drops by 0.4 from 0.92 to 0.94, so a resample
-    # whose mean at 0.92 is m crosses at 0.92 + (m - 0.5) / 0.4 * 0.02, with m in [0.6, 0.8]:
-    # the boundary lies in [0.925, 0.935] and the mean curve (0.9, 0.7, 0.3) crosses at 0.93.
-    # A resample of 3 seeds is all one seed with probability 1/27 > 2.5 %, so the 95 % interval
-    # reaches both extremes exactly.
-    seeds = [[0.9, 0.6, 0.2], [0.9, 0.8, 0.4], [0.9, 0.7, 0.3]]
-    tables = analyse(tmp_path, curve_rows(seeds, GRID[:3], repair="bn_recal", images=False))
+def test_interval_of_the_boundary_over_seeds_of_a_single_replicate(tmp_path):
+    # One replicate: its calibration seeds are the clusters. Seeds (r at 0.90 to 0.96): all 0.9
+    # at 0.90 and 0.1 at 0.96; 0.6, 0.8, 0.7 at 0.92, each dropping by 0.4 to 0.94. The mean
+    # curve (0.9, 0.7, 0.3, 0.1) crosses 0.5 at 0.93. r at 0.92: s = 0.1, so its interval is
+    # 0.7 ± h, h = t(0.975, 2) · 0.1 / √3. The boundary's interval is every sparsity where the
+    # interval of the interpolated curve contains 0.5: on [0.92, 0.94] everywhere (0.2 − 0.4λ
+    # stays within ±h); on [0.90, 0.92] the curve is 0.9 − 0.2λ with half width hλ, so from
+    # λ = 0.4 / (0.2 + h); on [0.94, 0.96] it is 0.3 − 0.2λ with half width h(1 − λ), so up to
+    # λ = (h − 0.2) / (h + 0.2).
+    seeds = [[0.9, 0.6, 0.2, 0.1], [0.9, 0.8, 0.4, 0.1], [0.9, 0.7, 0.3, 0.1]]
+    tables = analyse(tmp_path, curve_rows(seeds, GRID, repair="bn_recal", images=False))
+    h = t_quantile(0.975, 2) * 0.1 / 3**0.5
     b = one(tables.boundaries, repair_variant="bn_recal")
     assert b["boundary"] == pytest.approx(0.93)
-    assert (b["ci_lo"], b["ci_hi"]) == (pytest.approx(0.925), pytest.approx(0.935))
+    expected = (0.90 + 0.02 * 0.4 / (0.2 + h), 0.94 + 0.02 * (h - 0.2) / (h + 0.2))
+    assert (b["ci_lo"], b["ci_hi"]) == (
+        pytest.approx(expected[0], abs=1e-5),
+        pytest.approx(expected[1], abs=1e-5),
+    )
     assert b["seeds"] == 3 and b["flags"] == ""
     point = one(tables.curves, repair_variant="bn_recal", sparsity=0.92)
     assert point["r"] == pytest.approx(0.7)
-    assert (point["r_lo"], point["r_hi"]) == (pytest.approx(0.6), pytest.approx(0.8))
+    assert (point["r_lo"], point["r_hi"]) == (pytest.approx(0.7 - h), pytest.approx(0.7 + h))
+    assert "single replicate" in one(tables.summary, allocation="erk")["flags"]
+
+
+def test_a_boundary_interval_that_passes_the_grid_edge_is_censored_there(tmp_path):
+    # Three replicates crossing 0.5 at 0.956, 0.945 and beyond 0.96 (r 0.55 there): at 0.96
+    # the mean r is 0.45 ± t(0.975, 2) · 0.1 / √3, which contains 0.5, so the boundary may lie
+    # beyond the grid: the upper end is 'beyond the grid' (shown as the edge, flagged).
+    per_replicate = [[0.9, 0.8, 0.7, 0.45], [0.9, 0.8, 0.55, 0.35], [0.9, 0.8, 0.7, 0.55]]
+    rows = []
+    for replicate, r in enumerate(per_replicate):
+        rows += curve_rows([r], GRID, repair="bn_recal", replicate=replicate, images=False)
+    b = one(analyse(tmp_path, rows).boundaries, repair_variant="bn_recal")
+    assert b["status"] == "crossing" and GRID[2] < b["boundary"] < GRID[3]
+    assert b["ci_hi"] == GRID[-1] and "interval reaches beyond the grid" in b["flags"]
+    assert b["ci_lo"] < b["boundary"]
 
 
 def test_single_seed_gives_a_degenerate_flagged_interval(tmp_path):
@@ -335,21 +361,48 @@ def test_the_best_variant_of_a_method_sets_the_band(tmp_path):
 # --- LAMP − ERK --------------------------------------------------------------------------------
 
 
-def test_lamp_minus_erk_paired_over_seeds(tmp_path):
-    # Per seed (LAMP − ERK): 0.92: +0.3 each -> interval [0.3, 0.3], LAMP wins; 0.94: -0.1, +0.2,
-    # -0.1 -> mean 0, interval [-0.1, 0.2] contains 0: no winner; 0.96: -0.4, -0.6, -0.2 -> ERK.
-    lamp = [[0.7, 0.5, 0.2], [0.8, 0.6, 0.1], [0.9, 0.4, 0.3]]
-    erk = [[0.4, 0.6, 0.6], [0.5, 0.4, 0.7], [0.6, 0.5, 0.5]]
-    rows = curve_rows(lamp, GRID[1:], repair="bn_recal", allocation="lamp", images=False)
-    rows += curve_rows(erk, GRID[1:], repair="bn_recal", allocation="erk", images=False)
+# Per replicate (LAMP − ERK) at 0.92, 0.94, 0.96: +0.3 each; -0.1, +0.2, -0.1; -0.4, -0.5, -0.3.
+LAMP_R = [[0.7, 0.5, 0.2], [0.8, 0.6, 0.2], [0.9, 0.4, 0.3]]
+ERK_R = [[0.4, 0.6, 0.6], [0.5, 0.4, 0.7], [0.6, 0.5, 0.6]]
+
+
+def test_lamp_minus_erk_paired_over_replicates(tmp_path):
+    # 0.92: +0.3 in every replicate -> interval [0.3, 0.3], LAMP wins. 0.94: mean 0, s = 0.1732
+    # -> 0 ± t(0.975, 2) · s / √3 contains 0: no winner. 0.96: mean -0.4, s = 0.1 -> ERK.
+    rows = []
+    for replicate, (lamp, erk) in enumerate(zip(LAMP_R, ERK_R, strict=True)):
+        for allocation, r in (("lamp", lamp), ("erk", erk)):
+            rows += curve_rows(
+                [r], GRID[1:], repair="bn_recal", allocation=allocation, replicate=replicate,
+                images=False,
+            )  # fmt: skip
     comparison = analyse(tmp_path, rows).comparison.sort_values("sparsity")
     assert comparison["winner"].tolist() == ["lamp", "no winner", "erk"]
     first, middle, last = (row for _, row in comparison.iterrows())
     assert first["diff"] == pytest.approx(0.3)
     assert first["diff_lo"] == pytest.approx(0.3) and first["diff_hi"] == pytest.approx(0.3)
+    t = t_quantile(0.975, 2) / 3**0.5
     assert middle["diff"] == pytest.approx(0.0, abs=1e-12)
-    assert (middle["diff_lo"], middle["diff_hi"]) == (pytest.approx(-0.1), pytest.approx(0.2))
-    assert (last["diff_lo"], last["diff_hi"]) == (pytest.approx(-0.6), pytest.approx(-0.2))
+    assert (middle["diff_lo"], middle["diff_hi"]) == (
+        pytest.approx(-t * 0.03**0.5),
+        pytest.approx(t * 0.03**0.5),
+    )
+    assert (last["diff_lo"], last["diff_hi"]) == (
+        pytest.approx(-0.4 - t * 0.1),
+        pytest.approx(-0.4 + t * 0.1),
+    )
+    assert (comparison["replicates"] == 3).all()
+
+
+def test_a_single_replicate_names_no_winner_however_clear_its_seeds_are(tmp_path):
+    # The same numbers as three calibration seeds of one checkpoint: intervals over the seeds
+    # (flagged), but no verdict: another checkpoint could prefer the other allocation.
+    rows = curve_rows(LAMP_R, GRID[1:], repair="bn_recal", allocation="lamp", images=False)
+    rows += curve_rows(ERK_R, GRID[1:], repair="bn_recal", allocation="erk", images=False)
+    comparison = analyse(tmp_path, rows).comparison.sort_values("sparsity")
+    assert comparison["winner"].tolist() == ["single replicate"] * 3
+    assert comparison["diff_lo"].iloc[0] == pytest.approx(0.3)  # the interval is still given
+    assert (comparison["replicates"] == 1).all()
 
 
 def test_comparison_flags_a_missing_allocation_point(tmp_path):
@@ -358,7 +411,8 @@ def test_comparison_flags_a_missing_allocation_point(tmp_path):
     comparison = analyse(tmp_path, rows).comparison
     gap = one(comparison, sparsity=0.94)
     assert gap["winner"] == "n/a" and "missing: erk" in gap["flags"]
-    assert one(comparison, sparsity=0.92)["winner"] == "no winner"  # equal top-1
+    # Equal top-1, one replicate: no verdict either way.
+    assert one(comparison, sparsity=0.92)["winner"] == "single replicate"
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -376,36 +430,33 @@ def test_vectorised_crossings_match_one_curve_at_a_time():
         np.testing.assert_equal(single.boundary, batch.boundary[i])
 
 
-def test_resampling_draws_are_multinomials_and_quantiles_tolerate_censoring():
+def test_resampling_draws_are_multinomials_and_each_cluster_permutes_the_shared_ones():
     counts = resample_counts(5, 200, seed=1)
     assert counts.shape == (200, 5) and (counts.sum(axis=1) == 5).all()
     np.testing.assert_array_equal(counts, resample_counts(5, 200, seed=1))
-    q = quantiles(np.array([[-np.inf, 1.0, 2.0, np.inf, np.nan]]), (0.0, 0.5, 1.0))
-    np.testing.assert_array_equal(q[:, 0], [-np.inf, 1.0, np.inf])
+    orders = cluster_orders(3, 50, seed=2)
+    assert orders.shape == (3, 50)
+    for order in orders:  # every cluster sees every shared resample once
+        np.testing.assert_array_equal(np.sort(order), np.arange(50))
+    assert (orders[0] != orders[1]).any()
 
 
-def test_replicate_and_seed_weights_are_a_two_stage_draw():
-    weights = replicate_seed_weights(4, 3, 500, seed=2)
-    assert weights.shape == (500, 4, 3)
-    # 4 replicate slots of 3 seeds each; a replicate's total is 3 x the times it was drawn.
-    np.testing.assert_array_equal(weights.sum(axis=(1, 2)), 12)
-    assert (weights.sum(axis=2) % 3 == 0).all()
-    assert (weights.sum(axis=2) == 0).any()  # some resamples leave a replicate out
-    # Within a drawn replicate the seeds vary: not always 1 each.
-    drawn = weights[weights.sum(axis=2) == 3]
-    assert (drawn != 1).any()
-    np.testing.assert_array_equal(replicate_seed_weights(1, 1, 3, seed=0), np.ones((3, 1, 1)))
-
-
-def test_resampled_accuracy_is_the_weighted_mean_of_each_rows_bits():
+def test_columns_sum_their_rows_bits_and_resample_as_weighted_means():
     rng = np.random.default_rng(3)
     bits = rng.random((3, 37)) < 0.4
     packed = np.array([np.packbits(b).tobytes() for b in bits] + [None], dtype=object)
     top1 = np.r_[bits.mean(axis=1), 0.25]
+    # Entries: rows 0 and 1 into column 0 (weights 0.5 each), row 2 and the row without bits
+    # into column 1 (weights 1 and 2).
+    column, weight = np.array([0, 0, 1, 1]), np.array([0.5, 0.5, 1.0, 2.0])
+    sums = accumulate(packed, top1, column, weight, 2, 37)
+    np.testing.assert_allclose(sums[0], 0.5 * bits[0] + 0.5 * bits[1])
+    np.testing.assert_allclose(sums[1], bits[2] + 2 * 0.25)
     weights = image_weights(37, 50, seed=0)
-    out = resampled_accuracy(packed, top1, weights)
-    np.testing.assert_allclose(out[:, :3], weights @ bits.T / 37, rtol=1e-6)
-    np.testing.assert_array_equal(out[:, 3], 0.25)  # no bits: the row's top-1 in every resample
+    out = resampled(sums, weights)
+    np.testing.assert_allclose(out[:, 0], weights @ (0.5 * bits[0] + 0.5 * bits[1]) / 37, rtol=1e-6)
+    # The row without bits keeps its top-1 in every resample: 2 · 0.25 on top of row 2's.
+    np.testing.assert_allclose(out[:, 1] - weights @ bits[2] / 37, 0.5, rtol=1e-6)
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -480,7 +531,7 @@ BAD_INPUTS = [
     ("empty", [], "no Parquet files"),
     ("foreign", [], "not a prune-sweep result store"),
     ("only_errors", [], "no ok rows (12 error rows; most common error: RuntimeError"),
-    ("key_schema_1", [], "trial-key schema 1); upgrade it with python -m sweep.upgrade"),
+    ("key_schema_1", [], "trial-key schema before 3); upgrade it with python -m sweep.upgrade"),
     (None, ["--tau", "1.5"], "tau 1.5 is outside (0, 1); the default is 0.5,0.7,0.9"),
     (None, ["--tau", "0.5,x"], "tau 'x' is not a number"),
     (None, ["--tau", "0.5,,0.7"], "tau '' is not a number"),
@@ -488,6 +539,16 @@ BAD_INPUTS = [
     (None, ["--format", "xml"], "invalid choice: 'xml'"),
     (None, ["--repair", "channel_var[tau=0.5]"], "unknown repair variant 'channel_var[tau=0.5]'"),
     (None, ["--format", "markdown", "--table", "curves"], "--table"),
+    (None, ["--confidence", "1.5"], "confidence 1.5 is outside (0.5, 1); the default is 0.95"),
+    (None, ["--confidence", "0.5"], "confidence 0.5 is outside (0.5, 1)"),
+    (None, ["--confidence", "x"], "confidence 'x' is not a number"),
+    # The store has one replicate: no verdict can be named, so none is printed on its own.
+    (None, ["--table", "comparison"], "paired verdicts need at least 2 replicates"),
+    (None, ["--table", "repairs", "--format", "json"], "cifar10 / resnet18 has 1"),
+    ("dense_missing", [], "have per-image results but no dense_correct"),
+    ("dense_differs", [], "carry 2 different dense_correct"),
+    ("dense_count", [], "has 1798 of 2000 eval images right (0.8990) but its rows say dense"),
+    ("dense_length", [], "have a dense_correct of 249 bytes, expected 250"),
 ]
 
 

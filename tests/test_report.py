@@ -44,6 +44,7 @@ GRID = SyntheticGrid(
     repairs=("none", "bn_recal", "channel_var_shrink"),
     seeds=3,
     error_rate=0.05,
+    replicates=3,  # winners need replicates: a single one names none
 )
 PLOT_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"')
 
@@ -204,6 +205,11 @@ BAD_INPUTS = [
     (None, ["--density-sparsity", "0.5"], "not a grid point"),
     (None, ["--density-sparsity", "half"], "invalid float value: 'half'"),
     (None, ["--repair", "layer_var"], "unknown repair variant 'layer_var'"),
+    (None, ["--confidence", "1"], "confidence 1 is outside (0.5, 1)"),
+    ("dense_missing", [], "have per-image results but no dense_correct"),
+    ("dense_differs", [], "carry 2 different dense_correct"),
+    ("dense_count", [], "the per-image results do not match the rows"),
+    ("dense_length", [], "the per-image results do not match the rows"),
 ]
 
 
