@@ -33,6 +33,7 @@ bench: install
 	$(PY) bench/repair_eval.py
 	$(PY) bench/analysis.py
 	$(PY) bench/sweep_overhead.py
+	$(PY) bench/scale.py
 
 lint: install
 	$(VENV)/bin/ruff check sweep analysis tests bench
