@@ -45,6 +45,11 @@ from sweep.trial import TrialContext  # noqa: E402
 from sweep.upgrade import upgrade_store  # noqa: E402
 
 DEFAULT_RETRIES = 2
+# Error types with which Ray reports a worker or node that went away (not a failing point).
+LOST_TO_RAY = (
+    "ActorUnavailableError", "ActorDiedError", "RayActorError", "NodeDiedError",
+    "WorkerCrashedError", "OwnerDiedError",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,7 +325,16 @@ def _run_sweep(options: LaunchOptions, grid: Grid, plan: Plan, out: Path) -> Res
     started = time.monotonic()
     started_ray, dashboard = engine.connect(options.address)
     try:
-        return _run_on_ray(options, grid, plan, out, started, dashboard)
+        summary = _run_on_ray(options, grid, plan, out, started, dashboard)
+        lost = [label for label, message in summary.failed if message.startswith(LOST_TO_RAY)]
+        if lost:
+            # Tune can give up on a trial whose worker vanished with its node before the retry
+            # starts; those points did not fail, they were lost: run them once more, as a rerun
+            # of the same command would.
+            print(f"{len(lost)} point(s) were lost with a worker or node; running them again")
+            plan = refresh_store(plan, ResultStore(out))
+            summary = _run_on_ray(options, grid, plan, out, started, dashboard)
+        return summary
     finally:
         if started_ray:
             ray.shutdown()
