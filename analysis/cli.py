@@ -1,7 +1,7 @@
 """Arguments shared by the analysis CLIs, and a parser whose usage errors are one line.
 
 Why: a bad --format or a missing store must read like every other bad input of the project
-(`error: …` on one line, exit 2; sweep.errors.cli_main), not like argparse's usage dump.
+(`error: …` on one line, exit 2; sweep.core.errors.cli_main), not like argparse's usage dump.
 """
 
 from __future__ import annotations

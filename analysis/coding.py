@@ -26,7 +26,7 @@ from analysis.definitions import (
     AnalysisInputError,
     variant_order,
 )
-from sweep.schema import STATUS_OK
+from sweep.results.schema import STATUS_OK
 
 
 def _allocation_order(present: Collection[str]) -> list[str]:

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sweep.errors import UserError
-from sweep.variants import variant_method
+from sweep.core.errors import UserError
+from sweep.plan.variants import variant_method
 
 DEFAULT_TAUS = (0.5, 0.7, 0.9)
 NO_WINNER, BOTH_AT_CHANCE, NOT_AVAILABLE = "no winner", "both at chance", "n/a"

@@ -27,7 +27,7 @@ from analysis.definitions import (
     SINGLE_REPLICATE,
     RegimeTables,
 )
-from sweep.variants import variant_method
+from sweep.plan.variants import variant_method
 
 REGIME_COLOURS = {
     "intact": "#2ca02c",

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from sweep.schema import PARTITION_COLUMNS, STATUS_OK
-from sweep.store import StoreScan
+from sweep.results.schema import PARTITION_COLUMNS, STATUS_OK
+from sweep.results.store import StoreScan
 
 TOLERANCE = 1e-6
 _KEYS = [*PARTITION_COLUMNS, "allocation"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.definitions import COLUMNS, AnalysisInputError, variant_order
-from sweep.schema import STATUS_OK, row_eval_precision
-from sweep.store import StoreScan, open_store
+from sweep.results.schema import STATUS_OK, row_eval_precision
+from sweep.results.store import StoreScan, open_store
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def load_results(
     """Read the columns the analysis needs (per-layer lists stay on disk), keep the `repairs`
     variants (all if empty) and refuse a selection without a single ok row.
 
-    Damaged files are skipped with one line each on stderr (sweep.store.open_store)."""
+    Damaged files are skipped with one line each on stderr (sweep.results.store.open_store)."""
     scan = open_store(path)
     columns = list(dict.fromkeys([*COLUMNS, "error", *extra_columns]))
     frame = select_variants(scan.read(columns), repairs)

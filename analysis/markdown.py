@@ -16,8 +16,8 @@ import pandas as pd
 from analysis import findings, intervals
 from analysis.definitions import PAIR, RegimeTables
 from analysis.loading import Results
-from sweep.schema import STATUS_OK
-from sweep.variants import variant_method
+from sweep.plan.variants import variant_method
+from sweep.results.schema import STATUS_OK
 
 MARKDOWN_COLUMNS = ("grid", "checkpoint_sha256", "calib_size", "prune_sweep_version")
 SHA_PREFIX = 12

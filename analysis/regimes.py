@@ -35,9 +35,9 @@ from analysis.markdown import MARKDOWN_COLUMNS, markdown_document
 from analysis.render import FORMATS, render
 from analysis.statistics import statistics
 from analysis.tables import TableBuilder
-from sweep.arguments import ArgumentParser
-from sweep.atomic import atomic_write
-from sweep.errors import cli_main
+from sweep.core.arguments import ArgumentParser
+from sweep.core.atomic import atomic_write
+from sweep.core.errors import cli_main
 
 __all__ = ["AnalysisInputError", "RegimeTables", "build_parser", "main", "regime_table"]
 MARKDOWN = "markdown"

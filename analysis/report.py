@@ -36,10 +36,10 @@ from analysis.layers import density_profiles
 from analysis.loading import Results, load_results
 from analysis.markdown import interval_text
 from analysis.regimes import regime_table
-from sweep.arguments import ArgumentParser
-from sweep.atomic import atomic_write
-from sweep.errors import cli_main
-from sweep.schema import STATUS_OK
+from sweep.core.arguments import ArgumentParser
+from sweep.core.atomic import atomic_write
+from sweep.core.errors import cli_main
+from sweep.results.schema import STATUS_OK
 
 EXTRA_COLUMNS = (
     "agreement",

@@ -4,8 +4,8 @@ LAMP − ERK winner where there is none.
 Why in the product: the intervals (intervals.py) claim a coverage; this module is the evidence,
 run by the tests (tests/test_bootstrap_coverage.py, 3 replicates) and by `bench/coverage.py` /
 `python -m analysis.simulate` (the README's table). Every simulated row is built by
-`sweep.rows.build_row` from a `TrialConfig`, written by `ResultStore.write_many`, read back by
-`analysis.loading.load_results` and analysed by `analysis.regimes.regime_table`: the code a user
+`sweep.results.rows.build_row` from a `TrialConfig`, written by `ResultStore.write_many`, read back
+by `analysis.loading.load_results` and analysed by `analysis.regimes.regime_table`: the code a user
 runs, nothing reimplemented.
 
 One *study* is one (dataset, arch) pair: LAMP and ERK, repair bn_recal, `replicates` dense
@@ -59,11 +59,11 @@ from analysis.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from analysis.intervals import check_confidence
 from analysis.loading import load_results
 from analysis.regimes import regime_table
-from sweep.arguments import ArgumentParser
-from sweep.errors import UserError, cli_main
-from sweep.identity import TrialConfig
-from sweep.rows import MEASUREMENT_COLUMNS, build_row
-from sweep.store import ResultStore
+from sweep.core.arguments import ArgumentParser
+from sweep.core.errors import UserError, cli_main
+from sweep.plan.identity import TrialConfig
+from sweep.results.rows import MEASUREMENT_COLUMNS, build_row
+from sweep.results.store import ResultStore
 
 DATASET, REPAIR, ALLOCATIONS = "simulated", "bn_recal", ("erk", "lamp")
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)

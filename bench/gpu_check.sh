@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check: the demo grid (405 points, 2000 eval images) through the real launcher and through
-# the in-process loop (sweep.trial.run_in_process), on whatever device is here. Trained demo
+# the in-process loop (sweep.run.trial.run_in_process), on whatever device is here. Trained demo
 # checkpoints from checkpoints/ when all three replicates are there, random weights otherwise.
 # On a GPU the launcher packs --gpus-per-trial 0.125 and both runs evaluate in bf16; without one
 # both run on CPU (fp32). Prints points/s of both, the ratio launcher / loop, the device's busy

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from sweep.errors import UserError, cli_main
+from sweep.core.errors import UserError, cli_main
 from sweep.tasks import data
 from sweep.tasks.evaluate import EVAL_BATCH_SIZE, TensorEvalSet, evaluate, predict_logits
 from sweep.tasks.models import build_model, load_checkpoint

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sweep.arguments import ArgumentParser
 from sweep.catalog.archs import ARCH_NAMES, get_arch
-from sweep.errors import CheckpointError, UserError, cli_main
+from sweep.core.arguments import ArgumentParser
+from sweep.core.errors import CheckpointError, UserError, cli_main
 from sweep.tasks.models import build_model, load_state_dict_file
 from sweep.tasks.prune import ALLOCATIONS, PruneReport, check_allocation, check_sparsity, prune
 

@@ -17,9 +17,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweep.arguments import ArgumentParser
 from sweep.catalog.datasets import DATASET_NAMES
-from sweep.errors import cli_main
+from sweep.core.arguments import ArgumentParser
+from sweep.core.errors import cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweep.arguments import ArgumentParser
-from sweep.errors import DataMissingError, cli_main
-from sweep.grid import DEMO
+from sweep.core.arguments import ArgumentParser
+from sweep.core.errors import DataMissingError, cli_main
+from sweep.plan.grid import DEMO
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from analysis.report import write_report
-    from sweep.grid import checkpoints_needed
     from sweep.launch import run_grid
+    from sweep.plan.grid import checkpoints_needed
     from sweep.tasks import data
 
     for dataset in DEMO.datasets:

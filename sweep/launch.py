@@ -24,24 +24,24 @@ from pathlib import Path
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our store is the log
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 
-from sweep.arguments import ArgumentParser  # noqa: E402
-from sweep.cache import default_cache_dir  # noqa: E402
-from sweep.cells import (  # noqa: E402
+from sweep.core.arguments import ArgumentParser  # noqa: E402
+from sweep.core.errors import UserError, cli_main  # noqa: E402
+from sweep.core.plugins import load_plugins  # noqa: E402
+from sweep.plan.cells import (  # noqa: E402
     MAX_TRIALS,
     cells_per_trial,
     check_cells_per_trial,
     chunk_cells,
     group_cells,
 )
-from sweep.device_fit import check_local_gpu  # noqa: E402
-from sweep.errors import UserError, cli_main  # noqa: E402
-from sweep.grid import NAMED_GRIDS, Grid, load_grid, validate  # noqa: E402
-from sweep.identity import EVAL_PRECISIONS  # noqa: E402
-from sweep.plugins import load_plugins  # noqa: E402
-from sweep.preflight import Plan, make_plan, refresh_store, require_runnable  # noqa: E402
-from sweep.store import ResultStore  # noqa: E402
+from sweep.plan.device_fit import check_local_gpu  # noqa: E402
+from sweep.plan.grid import NAMED_GRIDS, Grid, load_grid, validate  # noqa: E402
+from sweep.plan.identity import EVAL_PRECISIONS  # noqa: E402
+from sweep.plan.preflight import Plan, make_plan, refresh_store, require_runnable  # noqa: E402
+from sweep.results.store import ResultStore  # noqa: E402
+from sweep.run.node_cache import default_cache_dir  # noqa: E402
+from sweep.run.trial import TrialContext  # noqa: E402
 from sweep.tasks.data import DEFAULT_DATA_ROOT  # noqa: E402
-from sweep.trial import TrialContext  # noqa: E402
 from sweep.upgrade import upgrade_store  # noqa: E402
 
 DEFAULT_RETRIES = 2
@@ -317,7 +317,7 @@ def _exclusive(path: Path) -> Iterator[None]:
 def _run_sweep(options: LaunchOptions, grid: Grid, plan: Plan, out: Path) -> ResultSummary:
     import ray
 
-    from sweep import engine
+    from sweep.run import engine
 
     if not plan.missing_checkpoints and not plan.todo:  # nothing to do: no need for Ray
         print(f"grid {grid.name}: all {len(plan.trials)} trials already done; results in {out}")
@@ -348,7 +348,7 @@ def _run_on_ray(
     started: float,
     dashboard: str | None,
 ) -> ResultSummary:
-    from sweep import engine  # Ray and Tune load only when a sweep really runs
+    from sweep.run import engine  # Ray and Tune load only when a sweep really runs
 
     print(f"results: {out.resolve()}")
     print(f"ray dashboard: {dashboard or 'not available'}")

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweep.arguments import ArgumentParser
 from sweep.catalog.archs import ARCH_NAMES
 from sweep.catalog.datasets import DATASETS
-from sweep.errors import cli_main
+from sweep.core.arguments import ArgumentParser
+from sweep.core.errors import cli_main
 from sweep.tasks.train import FINETUNE_LR, SCRATCH_LR, train_dense
 
 

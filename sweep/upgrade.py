@@ -34,12 +34,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from sweep.arguments import ArgumentParser
-from sweep.errors import cli_main
-from sweep.identity import KEY_SCHEMA, TrialConfig
-from sweep.rows import ROW_COLUMNS, identity_columns
-from sweep.schema import PARTITION_COLUMNS, STATUS_OK, row_eval_precision
-from sweep.store import ResultStore, StoreError
+from sweep.core.arguments import ArgumentParser
+from sweep.core.errors import cli_main
+from sweep.plan.identity import KEY_SCHEMA, TrialConfig
+from sweep.results.rows import ROW_COLUMNS, identity_columns
+from sweep.results.schema import PARTITION_COLUMNS, STATUS_OK, row_eval_precision
+from sweep.results.store import ResultStore, StoreError
 
 BACKUP_SUFFIX = ".key-schema-backup"
 

@@ -40,12 +40,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sweep.identity import KEY_SCHEMA  # rows of today's key schema
-from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
-from sweep.store import ResultStore
-from sweep.variants import variant_name
+from sweep.plan.identity import KEY_SCHEMA  # rows of today's key schema
+from sweep.plan.variants import variant_name
+from sweep.results.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
+from sweep.results.store import ResultStore
 
-# Columns a schema-1 file lacks (sweep.store recognises such a file by exactly these).
+# Columns a schema-1 file lacks (sweep.results.store recognises such a file by exactly these).
 KEY_SCHEMA_2_COLUMNS = (
     *("key_schema", "repair_variant", "replicate", "eval_split", "predictions", "correct"),
 )

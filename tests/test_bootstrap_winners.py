@@ -21,7 +21,7 @@ from analysis.intervals import t_quantile
 from analysis.loading import load_results
 from analysis.regimes import main, regime_table
 from analysis.report import main as report_main
-from sweep.store import ResultStore
+from sweep.results.store import ResultStore
 
 GRID = [0.90, 0.92]
 

@@ -11,7 +11,9 @@ import ray
 from support import needs_fashion_mnist, write_grid
 
 from sweep import launch
-from sweep.cells import (
+from sweep.core.errors import UserError
+from sweep.core.plugins import PLUGINS_ENV
+from sweep.plan.cells import (
     MAX_TRIALS,
     Cell,
     cell_of,
@@ -21,11 +23,9 @@ from sweep.cells import (
     encode_chunk,
     group_cells,
 )
-from sweep.device_fit import check_fits, resident_bytes
-from sweep.errors import UserError
-from sweep.grid import DEMO, PAPER, expand
-from sweep.plugins import PLUGINS_ENV
-from sweep.store import read_results
+from sweep.plan.device_fit import check_fits, resident_bytes
+from sweep.plan.grid import DEMO, PAPER, expand
+from sweep.results.store import read_results
 
 PLUGIN = Path(__file__).parent / "plugins" / "crash_cell.py"
 

@@ -21,9 +21,9 @@ from ray.cluster_utils import Cluster
 from support import needs_fashion_mnist, write_grid
 
 from sweep import launch
-from sweep.cache import CACHE_ENV, ArtifactCache
-from sweep.plugins import PLUGINS_ENV
-from sweep.store import read_results
+from sweep.core.plugins import PLUGINS_ENV
+from sweep.results.store import read_results
+from sweep.run.node_cache import CACHE_ENV, ArtifactCache
 
 ROOT = Path(__file__).parents[1]
 

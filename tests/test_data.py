@@ -16,7 +16,7 @@ import torch
 from data_files import write_cifar, write_fashion_mnist, write_imagenette, write_jpegs
 
 from sweep.catalog.datasets import DATASETS
-from sweep.errors import DataMissingError, UnknownNameError, UserError
+from sweep.core.errors import DataMissingError, UnknownNameError, UserError
 from sweep.tasks import data
 from sweep.tasks.datasets.sources import FASHION_MNIST_DEBIAN, SKIP_CHECKSUMS_ENV
 

@@ -25,7 +25,7 @@ from torchvision import datasets as tvd
 from sweep import data as cli
 from sweep.catalog import datasets as catalog
 from sweep.catalog.datasets import DATASET_NAMES, DATASETS
-from sweep.errors import DataMissingError
+from sweep.core.errors import DataMissingError
 from sweep.tasks import data
 from sweep.tasks.datasets.download import MIRROR_ENV
 from sweep.tasks.datasets.formats import read_idx

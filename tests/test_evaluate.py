@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks.data import DATASETS, EvalSet
 from sweep.tasks.evaluate import (
     Metrics,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep.errors import UnknownNameError, UserError
-from sweep.grid import NAMED_GRIDS, TrialConfig, expand, load_grid, sparsity_range
+from sweep.core.errors import UnknownNameError, UserError
+from sweep.plan.grid import NAMED_GRIDS, TrialConfig, expand, load_grid, sparsity_range
 
 
 def test_study_sparsities_are_the_twelve_points_from_90_to_95_5_percent():

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep import identity
-from sweep.grid import expand, load_grid
-from sweep.identity import RepairSpec, TrialConfig
+from sweep.plan import identity
+from sweep.plan.grid import expand, load_grid
+from sweep.plan.identity import RepairSpec, TrialConfig
 
 DIGEST = {("fashion_mnist", "resnet20", 0): "a" * 64}
 

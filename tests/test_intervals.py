@@ -24,7 +24,7 @@ from analysis.intervals import (
 )
 from analysis.loading import load_results
 from analysis.regimes import AnalysisInputError, regime_table
-from sweep.store import ResultStore
+from sweep.results.store import ResultStore
 
 # Student t quantiles (R's qt / scipy.stats.t.ppf, 11 digits).
 T_975 = {

@@ -13,11 +13,11 @@ import ray
 from support import needs_fashion_mnist, write_grid
 
 from sweep import launch
-from sweep.grid import expand, load_grid
-from sweep.plugins import PLUGINS_ENV
-from sweep.store import read_results
+from sweep.core.plugins import PLUGINS_ENV
+from sweep.plan.grid import expand, load_grid
+from sweep.results.store import read_results
+from sweep.run.trial import TrialContext, run_trial
 from sweep.tasks import models
-from sweep.trial import TrialContext, run_trial
 
 PLUGIN = Path(__file__).parent / "plugins" / "faulty_repairs.py"
 

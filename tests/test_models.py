@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from sweep.catalog.archs import ARCH_NAMES, ARCHS, SMALL, get_arch
-from sweep.errors import CheckpointError, UnknownNameError, UserError
+from sweep.core.errors import CheckpointError, UnknownNameError, UserError
 from sweep.tasks import models
 from sweep.tasks.datasets.holdout import holdout
 from sweep.tasks.evaluate import fold_batchnorm

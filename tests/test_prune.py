@@ -15,7 +15,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 from sweep.catalog.archs import ARCH_NAMES, get_arch
-from sweep.errors import UnknownNameError, UserError
+from sweep.core.errors import UnknownNameError, UserError
 from sweep.tasks import ranking
 from sweep.tasks.allocations import erk_raw_score
 from sweep.tasks.models import build_model

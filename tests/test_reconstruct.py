@@ -12,7 +12,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torchvision.models import DenseNet
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks import reconstruct
 from sweep.tasks.adaprune import AdaPruneParams, adaprune_layers
 from sweep.tasks.models import build_model

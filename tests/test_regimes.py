@@ -41,9 +41,9 @@ from analysis.boundaries import first_crossings
 from analysis.intervals import t_quantile
 from analysis.loading import load_results
 from analysis.regimes import AnalysisInputError, main, regime_table
-from sweep.errors import UserError
-from sweep.schema import STATUS_ERROR
-from sweep.store import ResultStore
+from sweep.core.errors import UserError
+from sweep.results.schema import STATUS_ERROR
+from sweep.results.store import ResultStore
 
 GRID = [0.90, 0.92, 0.94, 0.96]
 REPO = Path(__file__).resolve().parents[1]

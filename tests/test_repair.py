@@ -14,7 +14,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torchvision.models import DenseNet
 
-from sweep.errors import UnknownNameError, UserError
+from sweep.core.errors import UnknownNameError, UserError
 from sweep.tasks import data
 from sweep.tasks import evaluate as evaluate_module
 from sweep.tasks.datasets import sources

@@ -33,7 +33,7 @@ from analysis.report import (
     main,
     write_report,
 )
-from sweep.store import open_store
+from sweep.results.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = SyntheticGrid(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from support import needs_fashion_mnist, write_grid
 
-from sweep.store import read_results
+from sweep.results.store import read_results
 
 ROOT = Path(__file__).parents[1]
 

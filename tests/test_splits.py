@@ -15,7 +15,7 @@ from data_files import write_cifar
 from support import needs_fashion_mnist
 
 from sweep.catalog.datasets import DATASETS
-from sweep.errors import UnknownNameError
+from sweep.core.errors import UnknownNameError
 from sweep.tasks import data
 from sweep.tasks.datasets import holdout
 from sweep.tasks.datasets.formats import read_idx

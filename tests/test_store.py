@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic_store import DAMAGE_KINDS, damage, make_row, write_key_schema_1
 
-from sweep.identity import KEY_SCHEMA
-from sweep.schema import COLUMN_DOCS, FILE_SCHEMA, RESULT_SCHEMA
-from sweep.store import ResultStore, StoreError, open_store, read_results
+from sweep.plan.identity import KEY_SCHEMA
+from sweep.results.schema import COLUMN_DOCS, FILE_SCHEMA, RESULT_SCHEMA
+from sweep.results.store import ResultStore, StoreError, open_store, read_results
 from sweep.upgrade import upgrade_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -211,17 +211,17 @@ def test_a_key_schema_1_store_is_not_damaged_but_must_be_upgraded(tmp_path: Path
 
 
 def test_writes_go_through_one_atomic_helper(tmp_path: Path, monkeypatch):
-    import sweep.atomic
-    import sweep.store
+    import sweep.core.atomic
+    import sweep.results.store
 
     calls = []
-    real = sweep.atomic.atomic_write
+    real = sweep.core.atomic.atomic_write
 
     def spy(target, write):
         calls.append(Path(target))
         return real(target, write)
 
-    monkeypatch.setattr(sweep.store, "atomic_write", spy)
+    monkeypatch.setattr(sweep.results.store, "atomic_write", spy)
     store = ResultStore(tmp_path)
     written = [store.write(_row("a")), *store.write_many([_row("b"), _row("c", minutes=1)])]
     store.compact()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.pretrain import main as pretrain_main
 from sweep.tasks import data, train
 from sweep.tasks.datasets.training import AugmentedArrays

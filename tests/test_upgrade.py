@@ -22,8 +22,8 @@ import yaml
 from support import needs_fashion_mnist
 
 from sweep import launch, upgrade
-from sweep.identity import KEY_SCHEMA
-from sweep.store import ResultStore, StoreError, read_results
+from sweep.plan.identity import KEY_SCHEMA
+from sweep.results.store import ResultStore, StoreError, read_results
 from sweep.tasks import models
 from sweep.tasks.datasets.holdout import holdout
 

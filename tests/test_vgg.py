@@ -9,7 +9,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from sweep.catalog.archs import CONV_BLOCK_OUTPUTS, get_arch
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks import train
 from sweep.tasks.datasets.holdout import holdout
 from sweep.tasks.evaluate import fold_batchnorm

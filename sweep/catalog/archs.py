@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sweep.errors import UnknownNameError, UserError
+from sweep.core.errors import UnknownNameError, UserError
 
 # Inputs at most this large get the small-image layout (3x3 stride-1 stem conv, no max-pool);
 # larger ones keep torchvision's ImageNet layout (7x7 stride-2 conv + max-pool).

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks.bn_recal import bn_recalibrate
 from sweep.tasks.reconstruct import LayerStats, LayerwiseParams, Masks, refit_layers
 

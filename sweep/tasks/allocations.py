@@ -38,7 +38,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks import ranking
 
 

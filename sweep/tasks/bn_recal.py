@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks.repair_passes import forward_pass
 
 

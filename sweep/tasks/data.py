@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sweep.cache import default_cache_dir
 from sweep.catalog.datasets import DATASETS, EVAL_SPLITS, DatasetInfo
-from sweep.errors import DataMissingError, UnknownNameError, UserError
+from sweep.core.errors import DataMissingError, UnknownNameError, UserError
+from sweep.run.node_cache import default_cache_dir
 from sweep.tasks.datasets import cache
 from sweep.tasks.datasets.download import MIRROR_ENV, SKIP_CHECKSUMS_ENV, check_mirror, fetch
 from sweep.tasks.datasets.holdout import RULE, Holdout, holdout, index_digest

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks.repair_passes import (
     Moments,
     calibration_batches,

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 
 EVAL_BATCH_SIZE = 500
 

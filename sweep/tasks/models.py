@@ -32,7 +32,6 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from sweep.atomic import atomic_path, atomic_write
 from sweep.catalog.archs import (
     ARCH_NAMES,
     CIFAR_RESNET_BUILDER,
@@ -42,7 +41,8 @@ from sweep.catalog.archs import (
     get_arch,
 )
 from sweep.catalog.datasets import DATASETS
-from sweep.errors import CheckpointError, UnknownNameError, UserError
+from sweep.core.atomic import atomic_path, atomic_write
+from sweep.core.errors import CheckpointError, UnknownNameError, UserError
 
 ARCHS = ARCH_NAMES  # the catalog's names, for callers that only need to list or check them
 

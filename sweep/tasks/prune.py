@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sweep.errors import UnknownNameError, UserError
+from sweep.core.errors import UnknownNameError, UserError
 from sweep.tasks import ranking
 from sweep.tasks.allocations import ALLOCATIONS, Allocation, allocate_counts
 

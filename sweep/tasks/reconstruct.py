@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks.bn_recal import bn_recalibrate
 from sweep.tasks.dense_stats import model_device
 from sweep.tasks.repair_passes import forward_pass

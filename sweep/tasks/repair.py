@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sweep.errors import UnknownNameError, UserError
+from sweep.core.errors import UnknownNameError, UserError
 from sweep.tasks.adaprune import AdaPruneParams, adaprune
 from sweep.tasks.bn_recal import bn_recalibrate, require_batchnorm
 from sweep.tasks.dense_stats import (
@@ -310,7 +310,7 @@ REPAIRS: tuple[str, ...] = tuple(REPAIR_METHODS)
 
 
 def register_repair(method: RepairMethod) -> None:
-    """Add a method (plugins; see sweep.plugins). Names are unique: a clash is an error."""
+    """Add a method (plugins; see sweep.core.plugins). Names are unique: a clash is an error."""
     if method.name in REPAIR_METHODS:
         raise UserError(f"repair method {method.name!r} is already registered")
     REPAIR_METHODS[method.name] = method

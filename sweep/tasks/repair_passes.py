@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 
 _ACTIVE_COUNTERS: list[PassCounter] = []
 

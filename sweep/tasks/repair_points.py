@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sweep.catalog.archs import BLOCK_OUTPUTS, CLASSIFIER_INPUT, CONV_BLOCK_OUTPUTS
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 from sweep.tasks.repair_passes import Stage
 
 OUT, IN = "repair_out", "repair_in"

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sweep.catalog.archs import IMAGENET, get_arch, layout_for
-from sweep.errors import CheckpointError, UserError
+from sweep.core.errors import CheckpointError, UserError
 from sweep.tasks import data
 from sweep.tasks.models import (
     CheckpointMeta,

@@ -3,7 +3,7 @@
 Files for a base path B: `B.npy` (uint8 [N,C,H,W]), `B.labels.npy` (int64 [N], optional) and
 `B.json` (the content key), written last, so its presence means the other files are complete.
 Concurrent writers (several trials on one node) each write private temporaries through
-`sweep.atomic`; the results are identical, so the last one winning is harmless.
+`sweep.core.atomic`; the results are identical, so the last one winning is harmless.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from sweep.atomic import atomic_path, atomic_write, atomic_write_text
+from sweep.core.atomic import atomic_path, atomic_write, atomic_write_text
 
 _PROGRESS_MIN = 1000  # show a progress bar from this many images on
 

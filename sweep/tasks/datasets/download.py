@@ -1,7 +1,7 @@
 """Fetching a dataset's official files into the data root, all or nothing.
 
 Everything is fetched, checked and unpacked inside a hidden staging folder in the data root
-(`sweep.atomic.temporary_path`, so the final rename stays on one file system); one rename then
+(`sweep.core.atomic.temporary_path`, so the final rename stays on one file system); one rename then
 publishes the finished folder. A failure removes the staging folder and leaves the data root as
 it was; a killed process leaves only that hidden folder, which no loader ever looks into.
 
@@ -30,9 +30,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
-from sweep.atomic import temporary_path
 from sweep.catalog.datasets import Archive, Download
-from sweep.errors import DataMissingError, UserError
+from sweep.core.atomic import temporary_path
+from sweep.core.errors import DataMissingError, UserError
 
 log = logging.getLogger(__name__)
 

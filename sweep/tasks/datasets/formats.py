@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchvision.datasets.folder import default_loader
 
-from sweep.errors import DataMissingError
+from sweep.core.errors import DataMissingError
 
 _IDX_UBYTE = 0x08
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep.atomic import atomic_write
 from sweep.catalog.datasets import DATASETS
+from sweep.core.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.datasets.utils import check_integrity
 
 from sweep.catalog.datasets import DATASETS, DatasetInfo
-from sweep.errors import DataMissingError
+from sweep.core.errors import DataMissingError
 from sweep.tasks.datasets.download import SKIP_CHECKSUMS_ENV
 from sweep.tasks.datasets.formats import ImageFiles, fingerprint, read_cifar, read_idx
 from sweep.tasks.datasets.training import AugmentedArrays, LabeledFiles, Normalize

@@ -12,10 +12,10 @@ from typing import Any, TextIO
 from ray import cloudpickle
 from ray.tune import Callback
 
-from sweep.cells import Cell
-from sweep.identity import TrialConfig
-from sweep.rows import build_row
-from sweep.store import ResultStore
+from sweep.plan.cells import Cell
+from sweep.plan.identity import TrialConfig
+from sweep.results.rows import build_row
+from sweep.results.store import ResultStore
 
 POINTS = "points"  # the result key under which a trial reports its cell's point outcomes
 

@@ -17,8 +17,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sweep.errors import UserError
-from sweep.identity import TrialConfig
+from sweep.core.errors import UserError
+from sweep.plan.identity import TrialConfig
 
 # Above this many Tune trials the driver's per-trial cost dominates (measured: 0.06-0.09 s per
 # trial on 2 cores, growing with the count); a chunk of several cells keeps the count below it.

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep.cells import group_cells
-from sweep.errors import CheckpointError, UserError
-from sweep.grid import Digests, Grid, checkpoints_needed, expand
-from sweep.identity import TrialConfig
-from sweep.store import ResultStore
+from sweep.core.errors import CheckpointError, UserError
+from sweep.plan.cells import group_cells
+from sweep.plan.grid import Digests, Grid, checkpoints_needed, expand
+from sweep.plan.identity import TrialConfig
+from sweep.results.store import ResultStore
 from sweep.tasks import data, models
 from sweep.upgrade import legacy_finished_keys
 

@@ -11,8 +11,8 @@ GPUs are not known before its nodes exist.
 from __future__ import annotations
 
 from sweep.catalog.datasets import DATASETS
-from sweep.errors import UserError
-from sweep.grid import Grid
+from sweep.core.errors import UserError
+from sweep.plan.grid import Grid
 
 FLOAT32_BYTES = 4
 WEIGHT_COPIES = 3  # dense, pruned, repaired

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.catalog.datasets import DATASETS
-from sweep.variants import variant_name
+from sweep.plan.variants import variant_name
 
 KEY_SCHEMA = 3
 SPARSITY_DECIMALS = 6

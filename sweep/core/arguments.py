@@ -1,7 +1,7 @@
 """The argument parser of every ``python -m`` entry: usage mistakes are UserErrors too.
 
 argparse's own error handling prints the usage block and exits; raising a UserError instead lets
-`sweep.errors.cli_main` report it like any other bad input: one line on stderr, exit code 2.
+`sweep.core.errors.cli_main` report it like any other bad input: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from sweep.errors import UserError
+from sweep.core.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,7 +1,7 @@
 """One cell: load → prune once → for each of its points: repair → evaluate → one outcome.
 
 Plain Python on plain inputs, so the same function runs inside a Ray Tune trial, in a benchmark
-loop, or in a notebook. A cell (sweep.cells) is every grid point of one pruned model: the
+loop, or in a notebook. A cell (sweep.plan.cells) is every grid point of one pruned model: the
 checkpoint, the masks, the pruned weights, the eval images and the dense eval logits are the
 same for all of them, so they are built once per cell. Within a worker process they stay on the
 device across cells: the dense model and the eval images (a per-process memo) and each
@@ -27,11 +27,11 @@ import torch
 import torchvision
 
 import sweep
-from sweep.cache import ArtifactCache
-from sweep.cells import Cell, group_cells
-from sweep.identity import TrialConfig
-from sweep.rows import build_row
-from sweep.store import ResultStore
+from sweep.plan.cells import Cell, group_cells
+from sweep.plan.identity import TrialConfig
+from sweep.results.rows import build_row
+from sweep.results.store import ResultStore
+from sweep.run.node_cache import ArtifactCache
 from sweep.tasks import data, evaluate, models, prune, repair
 
 

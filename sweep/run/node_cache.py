@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sweep.atomic import atomic_write
+from sweep.core.atomic import atomic_write
 
 CACHE_ENV = "PRUNE_SWEEP_CACHE"
 FILL_LOG = "fills.log"

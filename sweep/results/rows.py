@@ -11,8 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sweep.identity import KEY_SCHEMA, TrialConfig
-from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
+from sweep.plan.identity import KEY_SCHEMA, TrialConfig
+from sweep.results.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, STATUS_OK
 
 _LIST_COLUMNS = {f.name for f in FILE_SCHEMA if str(f.type).startswith("list")}
 ROW_COLUMNS = (*PARTITION_COLUMNS, *FILE_SCHEMA.names)

@@ -1,11 +1,11 @@
 """The Parquet result store: one file per finished trial, hive-partitioned by dataset and arch.
 
-Why one file per trial: the driver (a Tune callback, the only writer) can make every row durable
-the moment its trial ends by writing a temporary file and renaming it into place (sweep.atomic),
-so a killed driver never leaves a partial file, and a rerun sees exactly the rows that landed.
-Temporary files start with '.', which pyarrow, pandas and DuckDB globs all skip. `compact()`
-merges a partition's small files into one after a sweep; readers keep the latest row per trial
-key, so a compaction interrupted between its rename and its deletes loses and duplicates nothing.
+Why one file per trial: the driver (a Tune callback, the only writer) can make every row durable the
+moment its trial ends by writing a temporary file and renaming it into place (sweep.core.atomic), so
+a killed driver never leaves a partial file, and a rerun sees exactly the rows that landed.
+Temporary files start with '.', which pyarrow, pandas and DuckDB globs all skip. `compact()` merges
+a partition's small files into one after a sweep; readers keep the latest row per trial key, so a
+compaction interrupted between its rename and its deletes loses and duplicates nothing.
 
 Files that are not ours still turn up (a file truncated by a full disk, a stray `*.parquet` copied
 in): every reader first checks each file's footer (`survey`), reads only the files of this
@@ -28,10 +28,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from sweep.atomic import atomic_write
-from sweep.errors import UserError
-from sweep.identity import KEY_SCHEMA
-from sweep.schema import FILE_SCHEMA, PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
+from sweep.core.atomic import atomic_write
+from sweep.core.errors import UserError
+from sweep.plan.identity import KEY_SCHEMA
+from sweep.results.schema import FILE_SCHEMA, PARTITION_COLUMNS, RESULT_SCHEMA, STATUS_OK
 
 _PARTITIONING = ds.partitioning(
     pa.schema([pa.field(name, pa.string()) for name in PARTITION_COLUMNS]), flavor="hive"

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from sweep.catalog.datasets import EVAL_SPLITS
-from sweep.errors import UnknownNameError, UserError
-from sweep.identity import SPARSITY_DECIMALS, RepairSpec, TrialConfig
+from sweep.core.errors import UnknownNameError, UserError
+from sweep.plan.identity import SPARSITY_DECIMALS, RepairSpec, TrialConfig
 
 
 @dataclass(frozen=True)

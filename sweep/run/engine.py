@@ -10,12 +10,12 @@ import ray
 from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sweep.callbacks import POINTS, ProgressLine, StoreWriter
-from sweep.cells import Cell, decode_chunk, encode_chunk
-from sweep.grid import Grid
-from sweep.plugins import PLUGINS_ENV, load_plugins
-from sweep.store import ResultStore
-from sweep.trial import PointOutcome, TrialContext, run_cell
+from sweep.core.plugins import PLUGINS_ENV, load_plugins
+from sweep.plan.cells import Cell, decode_chunk, encode_chunk
+from sweep.plan.grid import Grid
+from sweep.results.store import ResultStore
+from sweep.run.callbacks import POINTS, ProgressLine, StoreWriter
+from sweep.run.trial import PointOutcome, TrialContext, run_cell
 
 
 def connect(address: str | None) -> tuple[bool, str | None]:
