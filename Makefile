@@ -31,7 +31,7 @@ test: install
 bench: install
 	$(PY) bench/allocation.py
 	$(PY) bench/repair_eval.py
-	$(PY) bench/analysis.py
+	$(PY) bench/analysis_speed.py
 	$(PY) bench/sweep_overhead.py
 	$(PY) bench/scale.py
 

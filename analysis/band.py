@@ -1,8 +1,8 @@
 """The repair-sensitive band from per-variant boundaries, vectorised over any leading axes.
 
-Why its own module: the band of the mean curves (tables.py) and the band of every version its
-interval needs (statistics.py) must be one computation, or the interval would not belong to the
-value.
+Why its own module: the band of the mean curves (tables/summary.py) and the band of every
+version its interval needs (statistics.py) must be one computation, or the interval would not
+belong to the value.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ from analysis.definitions import DEFAULT_TAUS
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     """RESULTS, --tau, --repair and --confidence: what every analysis CLI reads, how it selects
     rows and how wide its intervals are."""
-    parser.add_argument("results", type=Path, help="result store directory (Parquet, hive)")
+    parser.add_argument(
+        "results", metavar="STORE", type=Path, help="result store directory (Parquet, hive)"
+    )
     parser.add_argument(
         "--tau",
         default=",".join(f"{t:g}" for t in DEFAULT_TAUS),

@@ -1,4 +1,4 @@
-"""Names and definitions shared by the analysis modules (ARCHITECTURE.md, "Regimes").
+"""Names and definitions shared by the analysis modules (docs/architecture.md, "Definitions").
 
 chance = 1 / num_classes; r = (top1 − chance) / (dense − chance), with `dense` the dense top-1 of
 the row's own replicate (each row's `dense_top1`, measured on the same eval images); a repair
@@ -12,9 +12,10 @@ band runs from where BN recalibration stops to where the best activation-statist
 where the store has weight reconstructions (obs_reconstruct, adaprune), the part of the band
 beyond their boundary too: the band survives them only where that part is wider than zero.
 
-The unit of every table is a repair *variant* (sweep/variants.py: the method plus its non-default
-parameters), so two settings of one method are two curves, never one average; which role a
-variant plays in the regime definition goes by its method.
+The unit of every table is a repair *variant* (sweep/plan/variants.py: the method plus its
+non-default parameters), so two settings of one method are two curves, never one average; which
+role a variant plays in the regime definition, and the display order of methods and allocations,
+are its method's catalog entry's (sweep/catalog/repairs.py, sweep/catalog/allocations.py).
 
 Intervals (intervals.py): θ̂ ± t_ν·sqrt(v_rep + v_img), v_rep the delete-one-replicate jackknife
 variance, v_img the shared eval images' effect from bootstrap resamples of the images, ν by
@@ -38,6 +39,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from sweep.catalog.allocations import ALLOCATIONS
+from sweep.catalog.repairs import ACTIVATION, BN_RECAL, NO_REPAIR, RECONSTRUCTION, REPAIRS  # noqa: F401 - roles re-exported
 from sweep.core.errors import UserError
 from sweep.plan.variants import variant_method
 
@@ -45,21 +48,7 @@ DEFAULT_TAUS = (0.5, 0.7, 0.9)
 NO_WINNER, BOTH_AT_CHANCE, NOT_AVAILABLE = "no winner", "both at chance", "n/a"
 SINGLE_REPLICATE = "single replicate"  # no verdict: fewer than 2 replicates have both arms
 PAIRED_TABLES = ("comparison", "repairs")  # the tables that state verdicts
-NO_REPAIR, BN_RECAL, ACTIVATION = "none", "bn_recal", "activation"
-RECONSTRUCTION = "reconstruction"
-RECONSTRUCTION_METHODS = ("obs_reconstruct", "adaprune")  # refit the surviving weights
-# Display order of methods; methods not listed follow alphabetically, variants after their method.
-METHOD_ORDER = (
-    NO_REPAIR,
-    BN_RECAL,
-    "layer_var",
-    "channel_var",
-    "channel_var_shrink",
-    *RECONSTRUCTION_METHODS,
-)
-ALLOCATION_ORDER = ("erk", "lamp", "uniform", "uniform_plus", "global")
-# Methods that take no calibration draw: one row per point is their design, not a weakness.
-DETERMINISTIC_METHODS = (NO_REPAIR,)
+ALLOCATION_ORDER = tuple(ALLOCATIONS)  # the catalog's display order
 INTACT, BN_RECOVERABLE, REPAIR_SENSITIVE, COLLAPSED, UNKNOWN = (
     "intact",
     "bn_recoverable",
@@ -143,24 +132,27 @@ def check_paired_verdicts(frame: pd.DataFrame) -> None:
 
 
 def repair_role(variant: str) -> str:
-    """NO_REPAIR, BN_RECAL, RECONSTRUCTION or ACTIVATION (any other method): the variant's part
-    in the regime definition."""
+    """The variant's part in the regime definition: its method's catalog role; ACTIVATION for a
+    method the catalog lacks (a plugin's, in a store read without the plugin)."""
     method = variant_method(variant)
-    if method in (NO_REPAIR, BN_RECAL):
-        return method
-    return RECONSTRUCTION if method in RECONSTRUCTION_METHODS else ACTIVATION
+    return REPAIRS[method].role if method in REPAIRS else ACTIVATION
 
 
 def is_deterministic(variant: str) -> bool:
-    return variant_method(variant) in DETERMINISTIC_METHODS
+    """Whether the method draws no calibration set: one row per point is its design, not a
+    weakness."""
+    method = variant_method(variant)
+    return method in REPAIRS and not REPAIRS[method].uses_calibration
 
 
 def variant_order(variants: list[str] | set[str]) -> list[str]:
-    """Variants in display order: by method (METHOD_ORDER, then alphabetical), default first."""
+    """Variants in display order: by method (the catalog's order, then the methods it lacks
+    alphabetically), each method's default first."""
+    methods = tuple(REPAIRS)
 
     def key(variant: str) -> tuple:
         method = variant_method(variant)
-        rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+        rank = methods.index(method) if method in methods else len(methods)
         return rank, method, variant != method, variant
 
     return sorted(variants, key=key)

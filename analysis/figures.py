@@ -117,9 +117,23 @@ def regime_map(tables: RegimeTables) -> Figure:
     """Rows (dataset, arch, allocation), columns sparsity, colour = regime at the first τ;
     boundaries on top."""
     regimes, rows = at_first_tau(tables.regimes, tables), [*PAIR, "allocation"]
+    variants = [c[2:] for c in regimes.columns if c.startswith("r_")]
     codes = regimes.assign(code=regimes["regime"].map({r: i for i, r in enumerate(REGIMES)}))
     z = _pivot(codes, rows, "code")
-    variants = [c[2:] for c in regimes.columns if c.startswith("r_")]
+    markers = _boundary_markers(at_first_tau(tables.boundaries, tables), rows, variants)
+    height = max(320, 28 * len(z) + 160)
+    # A fixed range: marker padding would otherwise add empty rows above the map.
+    yaxis = {"range": [len(z) - 0.5, -0.5], "type": "category", "automargin": True}
+    return {
+        "data": [_regime_heatmap(regimes, rows, variants, z), *markers],
+        "layout": _map_layout(height, yaxis),
+    }
+
+
+def _regime_heatmap(
+    regimes: pd.DataFrame, rows: list[str], variants: list[str], z: pd.DataFrame
+) -> dict:
+    """The map's cells: one colour per regime; hover: r of every variant and the flags."""
     hover = regimes.assign(
         hover=[
             f"<b>{rec['regime']}</b><br>"
@@ -133,74 +147,80 @@ def regime_map(tables: RegimeTables) -> Figure:
     scale = []
     for i, regime in enumerate(REGIMES):
         scale += [[i / steps, REGIME_COLOURS[regime]], [(i + 1) / steps, REGIME_COLOURS[regime]]]
-    data = [
-        {
-            "type": "heatmap",
-            "z": [_round(row) for row in z.to_numpy(float)],
-            "x": list(z.columns),
-            "y": [_label(*key) for key in z.index],
-            "customdata": hover_grid.fillna("").to_numpy().tolist(),
-            "hovertemplate": "%{y}<br>sparsity %{x}<br>%{customdata}<extra></extra>",
-            "colorscale": scale,
-            "zmin": -0.5,
-            "zmax": steps - 0.5,
-            "xgap": 1,
-            "ygap": 1,
-            "colorbar": {
-                "title": {"text": "regime"},
-                "tickvals": list(range(steps)),
-                "ticktext": list(REGIMES),
-                "len": 0.6,
-            },
-        }
-    ]
-    bounds = at_first_tau(tables.boundaries, tables)
-    bounds = bounds[bounds["boundary"].notna()]
+    return {
+        "type": "heatmap",
+        "z": [_round(row) for row in z.to_numpy(float)],
+        "x": list(z.columns),
+        "y": [_label(*key) for key in z.index],
+        "customdata": hover_grid.fillna("").to_numpy().tolist(),
+        "hovertemplate": "%{y}<br>sparsity %{x}<br>%{customdata}<extra></extra>",
+        "colorscale": scale,
+        "zmin": -0.5,
+        "zmax": steps - 0.5,
+        "xgap": 1,
+        "ygap": 1,
+        "colorbar": {
+            "title": {"text": "regime"},
+            "tickvals": list(range(steps)),
+            "ticktext": list(REGIMES),
+            "len": 0.6,
+        },
+    }
+
+
+def _boundary_markers(boundaries: pd.DataFrame, rows: list[str], variants: list[str]) -> list[dict]:
+    """One marker trace per variant with a boundary: where its mean r crosses τ, with the
+    interval as error bars."""
+    bounds = boundaries[boundaries["boundary"].notna()]
+    traces = []
     for i, variant in enumerate(variants):
         own = bounds[bounds["repair_variant"] == variant]
-        if own.empty:
-            continue
-        data.append(
-            {
-                "type": "scatter",
-                "x": _round(own["boundary"]),
-                "y": [_label(*key) for key in own[rows].itertuples(index=False)],
-                "mode": "markers",
-                "name": f"boundary: {variant}",
-                "marker": {
-                    "symbol": BOUNDARY_SYMBOLS[i % len(BOUNDARY_SYMBOLS)],
-                    "size": 9,
-                    "color": "white",
-                    "line": {"color": "black", "width": 1.5},
-                },
-                "error_x": {
-                    "type": "data",
-                    "symmetric": False,
-                    "array": _round(own["ci_hi"] - own["boundary"]),
-                    "arrayminus": _round(own["boundary"] - own["ci_lo"]),
-                    "color": "black",
-                    "thickness": 1,
-                },
-                "customdata": [
-                    f"{rec['status']}; bracket {_num(rec['bracket_lo'], 'g')} to "
-                    f"{_num(rec['bracket_hi'], 'g')}; interval {_num(rec['ci_lo'], '.4f')} to "
-                    f"{_num(rec['ci_hi'], '.4f')}" + _flags(rec["flags"])
-                    for rec in own.to_dict("records")
-                ],
-                "hovertemplate": f"{variant} crosses tau at %{{x:.4f}}<br>%{{customdata}}"
-                "<extra></extra>",
-            }
-        )
-    height = max(320, 28 * len(z) + 160)
-    layout = {
+        if not own.empty:
+            symbol = BOUNDARY_SYMBOLS[i % len(BOUNDARY_SYMBOLS)]
+            traces.append(_boundary_trace(own, rows, variant, symbol))
+    return traces
+
+
+def _boundary_trace(own: pd.DataFrame, rows: list[str], variant: str, symbol: str) -> dict:
+    return {
+        "type": "scatter",
+        "x": _round(own["boundary"]),
+        "y": [_label(*key) for key in own[rows].itertuples(index=False)],
+        "mode": "markers",
+        "name": f"boundary: {variant}",
+        "marker": {
+            "symbol": symbol,
+            "size": 9,
+            "color": "white",
+            "line": {"color": "black", "width": 1.5},
+        },
+        "error_x": {
+            "type": "data",
+            "symmetric": False,
+            "array": _round(own["ci_hi"] - own["boundary"]),
+            "arrayminus": _round(own["boundary"] - own["ci_lo"]),
+            "color": "black",
+            "thickness": 1,
+        },
+        "customdata": [
+            f"{rec['status']}; bracket {_num(rec['bracket_lo'], 'g')} to "
+            f"{_num(rec['bracket_hi'], 'g')}; interval {_num(rec['ci_lo'], '.4f')} to "
+            f"{_num(rec['ci_hi'], '.4f')}" + _flags(rec["flags"])
+            for rec in own.to_dict("records")
+        ],
+        "hovertemplate": f"{variant} crosses tau at %{{x:.4f}}<br>%{{customdata}}<extra></extra>",
+    }
+
+
+def _map_layout(height: int, yaxis: dict) -> dict:
+    """A one-panel map's layout: sparsity across, rows down, the legend above."""
+    return {
         "height": height,
         "xaxis": {"title": {"text": "global sparsity"}, "automargin": True},
-        # A fixed range: marker padding would otherwise add empty rows above the map.
-        "yaxis": {"range": [len(z) - 0.5, -0.5], "type": "category", "automargin": True},
+        "yaxis": yaxis,
         "legend": {"orientation": "h", "y": 1 + 10 / height, "yanchor": "bottom"},
         "margin": MARGIN | {"t": 60},
     }
-    return {"data": data, "layout": layout}
 
 
 def _regime_shapes(regimes: pd.DataFrame, xref: str, yref: str) -> list[dict]:
@@ -349,19 +369,19 @@ def difference_map(tables: RegimeTables) -> Figure:
     comparison, rows = tables.comparison, [*PAIR, "repair_variant"]
     chance = comparison["winner"] == BOTH_AT_CHANCE
     z = _pivot(comparison.assign(diff=comparison["diff"].where(~chance)), rows, "diff")
-    letters = {name: mark for name, (mark, _) in WINNER_MARKS.items()}
-    hover = [
-        f"LAMP − ERK = {_num(rec['diff'])} [{_num(rec['diff_lo'])}, {_num(rec['diff_hi'])}]"
-        f"<br>r erk {_num(rec['r_erk'])}, r lamp {_num(rec['r_lamp'])}"
-        f"<br>winner: {rec['winner']}; replicates agreeing: "
-        f"{_num(rec['replicate_agreement'], '.0%')} of {rec['replicates']}" + _flags(rec["flags"])
-        for rec in comparison.to_dict("records")
-    ]
-    cells = comparison.assign(
-        letter=comparison["winner"].map(letters).fillna(""),
-        hover=hover,
-        grey=np.where(chance, 1.0, np.nan),
-    )
+    yaxis = {"autorange": "reversed", "type": "category", "automargin": True}
+    return {
+        "data": [*_difference_heatmaps(comparison, chance, rows, z), *_winner_legend()],
+        "layout": _map_layout(max(320, 24 * len(z) + 180), yaxis),
+    }
+
+
+def _difference_heatmaps(
+    comparison: pd.DataFrame, chance: pd.Series, rows: list[str], z: pd.DataFrame
+) -> list[dict]:
+    """The differences coloured blue (LAMP better) to red, and the cells at chance in grey on
+    top; both carry the verdict's letter and the hover text."""
+    cells = _difference_cells(comparison, chance)
 
     def shaped(column: str) -> pd.DataFrame:
         return _pivot(cells, rows, column).reindex(index=z.index, columns=z.columns)
@@ -399,7 +419,29 @@ def difference_map(tables: RegimeTables) -> Figure:
         "showscale": False,
         "name": "both at chance",
     }
-    legend = [
+    return [heatmap, at_chance]
+
+
+def _difference_cells(comparison: pd.DataFrame, chance: pd.Series) -> pd.DataFrame:
+    """The comparison with each cell's letter, hover text and grey mark (both at chance)."""
+    letters = {name: mark for name, (mark, _) in WINNER_MARKS.items()}
+    hover = [
+        f"LAMP − ERK = {_num(rec['diff'])} [{_num(rec['diff_lo'])}, {_num(rec['diff_hi'])}]"
+        f"<br>r erk {_num(rec['r_erk'])}, r lamp {_num(rec['r_lamp'])}"
+        f"<br>winner: {rec['winner']}; replicates agreeing: "
+        f"{_num(rec['replicate_agreement'], '.0%')} of {rec['replicates']}" + _flags(rec["flags"])
+        for rec in comparison.to_dict("records")
+    ]
+    return comparison.assign(
+        letter=comparison["winner"].map(letters).fillna(""),
+        hover=hover,
+        grey=np.where(chance, 1.0, np.nan),
+    )
+
+
+def _winner_legend() -> list[dict]:
+    """Empty traces that put WINNER_MARKS in the legend, each with its cell colour."""
+    return [
         {
             "type": "scatter",
             "x": [None],
@@ -415,15 +457,6 @@ def difference_map(tables: RegimeTables) -> Figure:
             strict=True,
         )
     ]
-    height = max(320, 24 * len(z) + 180)
-    layout = {
-        "height": height,
-        "xaxis": {"title": {"text": "global sparsity"}, "automargin": True},
-        "yaxis": {"autorange": "reversed", "type": "category", "automargin": True},
-        "legend": {"orientation": "h", "y": 1 + 10 / height, "yanchor": "bottom"},
-        "margin": MARGIN | {"t": 60},
-    }
-    return {"data": [heatmap, at_chance, *legend], "layout": layout}
 
 
 def boundary_against_tau(tables: RegimeTables) -> Figure:
@@ -486,7 +519,7 @@ def boundary_against_tau(tables: RegimeTables) -> Figure:
     return {"data": data, "layout": layout}
 
 
-def density_profiles(profiles: pd.DataFrame, sparsity: float) -> Figure:
+def layer_density_lines(profiles: pd.DataFrame, sparsity: float) -> Figure:
     """Per-layer kept fraction of each allocation at one sparsity, one panel per (dataset, arch)."""
     pairs = list(profiles[PAIR].drop_duplicates().itertuples(index=False, name=None))
     cols = 2 if len(pairs) > 1 else 1

@@ -356,85 +356,127 @@ def crossing_interval(
     end is -inf / +inf where the set reaches the curve's first / last valid point (the boundary
     may lie beyond the grid there); both are -inf (+inf) where the curve is clearly below (above)
     τ everywhere; NaN where the curve has no data or some point of it has no interval."""
-    values, present = curves.values, curves.present
-    k_ = curves.clusters
-    point = values[0]
-    size = point.shape[-1]
+    point = curves.values[0]
     valid = ~np.isnan(point)
-    index = np.broadcast_to(np.arange(size), point.shape)
-    last_valid = np.maximum.accumulate(np.where(valid, index, -1), axis=-1)
-    previous = np.concatenate([np.full(point.shape[:-1] + (1,), -1), last_valid[..., :-1]], -1)
-    # Segment j runs from the previous valid point to j (a valid j); the first valid point is a
-    # segment of its own (left = right).
-    left = np.where(previous >= 0, previous, index)
-
-    def ends(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lead = array.shape[: array.ndim - point.ndim]
-        take = np.broadcast_to(left, (*lead, *point.shape))
-        return np.take_along_axis(array, take, -1), array
-
-    (p_l, p_r) = ends(point)
+    left = _segment_starts(valid)
+    lam, gap = _gap_to_tau(curves, left, tau, confidence)
     s_l, s_r = grid[left], np.broadcast_to(grid, point.shape)
-    shared_l, shared_r = ends(curves.shared)
-    own_l, own_r = ends(curves.own)
+    where = s_l[..., None] + lam * (s_r - s_l)[..., None]
+    gap, where, undefined = _in_sparsity_order(gap, where, valid)
+    lo, hi, any_in = _inside_hull(gap, where)
+    # Nowhere inside: the curve is clearly above τ (beyond the grid) or below it everywhere.
+    first = np.take_along_axis(point, np.argmax(valid, axis=-1)[..., None], -1)[..., 0]
+    outside = np.where(first > tau, np.inf, -np.inf)
+    lo, hi = np.where(any_in, lo, outside), np.where(any_in, hi, outside)
+    # A set narrower than float noise (no variance: one row) is one sparsity.
+    with np.errstate(invalid="ignore"):
+        point_like = np.isfinite(lo) & np.isfinite(hi) & (hi - lo < 1e-9)
+        middle = (lo + hi) / 2.0
+    lo, hi = np.where(point_like, middle, lo), np.where(point_like, middle, hi)
+    return np.where(undefined, np.nan, lo), np.where(undefined, np.nan, hi)
+
+
+def _segment_starts(valid: np.ndarray) -> np.ndarray:
+    """Where each segment starts: segment j runs from the previous valid point to j (a valid j);
+    the first valid point is a segment of its own (left = right)."""
+    index = np.broadcast_to(np.arange(valid.shape[-1]), valid.shape)
+    last_valid = np.maximum.accumulate(np.where(valid, index, -1), axis=-1)
+    previous = np.concatenate([np.full(valid.shape[:-1] + (1,), -1), last_valid[..., :-1]], -1)
+    return np.where(previous >= 0, previous, index)
+
+
+def _ends(array: np.ndarray, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The array's values at each segment's left end and at its right end (the point itself)."""
+    lead = array.shape[: array.ndim - left.ndim]
+    take = np.broadcast_to(left, (*lead, *left.shape))
+    return np.take_along_axis(array, take, -1), array
+
+
+def _gap_to_tau(
+    curves: Stacked, left: np.ndarray, tau: float, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples λ along each segment, and how far τ lies inside the interval of the value
+    interpolated there ([..., S, samples]; ≥ 0: inside)."""
+    p_l, p_r = _ends(curves.values[0], left)
+    shared_l, shared_r = _ends(curves.shared, left)
+    own_l, own_r = _ends(curves.own, left)
     v_sh = (_nanvar(shared_l, p_l), _covariance(shared_l, shared_r), _nanvar(shared_r, p_r))
     v_ow = (_nanvar(own_l, p_l), _covariance(own_l, own_r), _nanvar(own_r, p_r))
-    if k_ > 1:
-        jack_l, jack_r = ends(curves.jackknife)
-        pres_l, pres_r = ends(present)
-        use = (pres_l | pres_r) & np.isfinite(jack_l) & np.isfinite(jack_r)
-        contributing = use.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            u = jack_l - np.where(use, jack_l, 0.0).sum(axis=0) / contributing
-            w = jack_r - np.where(use, jack_r, 0.0).sum(axis=0) / contributing
-            scale = (contributing - 1) / contributing
-            v_jk = tuple(
-                scale * np.where(use, a * b, 0.0).sum(axis=0) for a, b in ((u, u), (u, w), (w, w))
-            )
-    else:
-        contributing = np.ones(point.shape, int)
-        v_jk = (np.zeros(point.shape),) * 3
-    # Samples: λ on a grid over each segment, plus where the estimate itself crosses τ.
+    v_jk, contributing = _jackknife_covariances(curves, left)
+    lam = _segment_samples(p_l, p_r, tau)
+    one = 1.0 - lam
+
+    def quadratic(parts: tuple[np.ndarray, ...]) -> np.ndarray:
+        a, b, c = (x[..., None] for x in parts)
+        return np.clip(one * one * a + 2.0 * lam * one * b + lam * lam * c, 0.0, None)
+
+    estimate = one * p_l[..., None] + lam * p_r[..., None]
+    half, _, _ = _half_width(
+        quadratic(v_jk),
+        quadratic(v_sh),
+        quadratic(v_ow),
+        contributing[..., None],
+        curves.clusters,
+        confidence,
+    )
+    return lam, half - np.abs(estimate - tau)
+
+
+def _jackknife_covariances(
+    curves: Stacked, left: np.ndarray
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Jackknife (left, left), (left, right), (right, right) covariances of each segment's ends,
+    and the clusters contributing to them (none to spread with one cluster)."""
+    shape = curves.values.shape[1:]
+    if curves.clusters <= 1:
+        return (np.zeros(shape),) * 3, np.ones(shape, int)
+    jack_l, jack_r = _ends(curves.jackknife, left)
+    pres_l, pres_r = _ends(curves.present, left)
+    use = (pres_l | pres_r) & np.isfinite(jack_l) & np.isfinite(jack_r)
+    contributing = use.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = jack_l - np.where(use, jack_l, 0.0).sum(axis=0) / contributing
+        w = jack_r - np.where(use, jack_r, 0.0).sum(axis=0) / contributing
+        scale = (contributing - 1) / contributing
+        v_jk = tuple(
+            scale * np.where(use, a * b, 0.0).sum(axis=0) for a, b in ((u, u), (u, w), (w, w))
+        )
+    return v_jk, contributing
+
+
+def _segment_samples(p_l: np.ndarray, p_r: np.ndarray, tau: float) -> np.ndarray:
+    """λ on a grid over each segment, plus where the estimate itself crosses τ (sorted)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         crossing = (p_l - tau) / (p_l - p_r)
     crossing = np.where((crossing >= 0) & (crossing <= 1), crossing, 0.0)
     steps = np.linspace(0.0, 1.0, LAMBDA_STEPS + 1)
-    steps = np.broadcast_to(steps, (*point.shape, LAMBDA_STEPS + 1))
-    lam = np.sort(np.concatenate([steps, crossing[..., None]], axis=-1), axis=-1)
-    lam_, one = lam, 1.0 - lam
+    steps = np.broadcast_to(steps, (*p_l.shape, LAMBDA_STEPS + 1))
+    return np.sort(np.concatenate([steps, crossing[..., None]], axis=-1), axis=-1)
 
-    def quadratic(parts) -> np.ndarray:
-        a, b, c = (x[..., None] for x in parts)
-        return one * one * a + 2.0 * lam_ * one * b + lam_ * lam_ * c
 
-    estimate = one * p_l[..., None] + lam_ * p_r[..., None]
-    half, _, _ = _half_width(
-        np.clip(quadratic(v_jk), 0.0, None),
-        np.clip(quadratic(v_sh), 0.0, None),
-        np.clip(quadratic(v_ow), 0.0, None),
-        contributing[..., None],
-        k_,
-        confidence,
-    )
-    gap = half - np.abs(estimate - tau)  # ≥ 0: τ is inside the interval there
-    where = s_l[..., None] + lam_ * (s_r - s_l)[..., None]
-    # One sequence per curve in sparsity order; samples of invalid grid points repeat the
-    # previous valid one (before the first: the first), so they change nothing.
-    samples = lam.shape[-1]
-    real = np.repeat(valid, samples, axis=-1)
-    gap = gap.reshape(*point.shape[:-1], -1)
-    where = where.reshape(*point.shape[:-1], -1)
+def _in_sparsity_order(
+    gap: np.ndarray, where: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sequence per curve in sparsity order; samples of invalid grid points repeat the
+    previous valid one (before the first: the first), so they change nothing. Also where the
+    set is undefined: a valid point without an interval, or no valid point."""
+    real = np.repeat(valid, gap.shape[-1], axis=-1)
+    gap = gap.reshape(*valid.shape[:-1], -1)
+    where = where.reshape(*valid.shape[:-1], -1)
     undefined = (real & np.isnan(gap)).any(axis=-1) | ~valid.any(axis=-1)
     flat = np.broadcast_to(np.arange(gap.shape[-1]), gap.shape)
     fill = np.maximum.accumulate(np.where(real, flat, -1), axis=-1)
     fill = np.where(fill < 0, np.argmax(real, axis=-1)[..., None], fill)
-    gap = np.take_along_axis(gap, fill, -1)
-    where = np.take_along_axis(where, fill, -1)
+    return np.take_along_axis(gap, fill, -1), np.take_along_axis(where, fill, -1), undefined
+
+
+def _inside_hull(gap: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first and last sparsity where τ is inside (gap ≥ 0), each interpolated towards the
+    sample outside it; ±inf where the set reaches the sequence's end; and whether any is."""
     inside = gap >= -1e-12
     last = gap.shape[-1] - 1
     first_in = np.argmax(inside, axis=-1)
     last_in = last - np.argmax(inside[..., ::-1], axis=-1)
-    any_in = inside.any(axis=-1)
 
     def at(array: np.ndarray, i: np.ndarray) -> np.ndarray:
         return np.take_along_axis(array, np.clip(i, 0, last)[..., None], -1)[..., 0]
@@ -448,16 +490,7 @@ def crossing_interval(
 
     lo = np.where(first_in == 0, -np.inf, between(first_in - 1, first_in))
     hi = np.where(last_in == last, np.inf, between(last_in + 1, last_in))
-    # Nowhere inside: the curve is clearly above τ (beyond the grid) or below it everywhere.
-    first = np.take_along_axis(point, np.argmax(valid, axis=-1)[..., None], -1)[..., 0]
-    outside = np.where(first > tau, np.inf, -np.inf)
-    lo, hi = np.where(any_in, lo, outside), np.where(any_in, hi, outside)
-    # A set narrower than float noise (no variance: one row) is one sparsity.
-    with np.errstate(invalid="ignore"):
-        point_like = np.isfinite(lo) & np.isfinite(hi) & (hi - lo < 1e-9)
-        middle = (lo + hi) / 2.0
-    lo, hi = np.where(point_like, middle, lo), np.where(point_like, middle, hi)
-    return np.where(undefined, np.nan, lo), np.where(undefined, np.nan, hi)
+    return lo, hi, inside.any(axis=-1)
 
 
 def interval_text(confidence: float, resamples: int) -> str:

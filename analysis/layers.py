@@ -3,23 +3,23 @@
 Why not `read_results`: the per-layer list columns of a million rows are ~60 M strings, far too
 many to materialise in pandas for the few dozen rows a profile needs. A filtered Arrow scan keeps
 the decoding in C++ and hands pandas only the matching rows. Densities depend on (checkpoint,
-allocation, sparsity) only, so any ok row of a point will do; the latest one is taken.
+allocation, sparsity) only, so any ok row of a point will do; the latest one is taken (the
+store's own rule, `latest_per_key`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as ds
 
 from sweep.results.schema import PARTITION_COLUMNS, STATUS_OK
-from sweep.results.store import StoreScan
+from sweep.results.store import StoreScan, latest_per_key
 
 TOLERANCE = 1e-6
 _KEYS = [*PARTITION_COLUMNS, "allocation"]
 
 
-def density_profiles(scan: StoreScan, sparsity: float) -> pd.DataFrame:
+def read_layer_densities(scan: StoreScan, sparsity: float) -> pd.DataFrame:
     """One row per (dataset, arch, allocation, layer): layer index, layer name, kept fraction.
 
     `scan` is the store as the analysis opened it, so damaged files stay out of this read too."""
@@ -31,12 +31,10 @@ def density_profiles(scan: StoreScan, sparsity: float) -> pd.DataFrame:
     table = scan.dataset.to_table(
         columns=[*_KEYS, "finished_at", "layer_names", "layer_density"], filter=point
     )
-    keys = table.select([*_KEYS, "finished_at"]).to_pandas()
-    latest = keys.sort_values("finished_at", kind="stable").drop_duplicates(_KEYS, keep="last")
-    chosen = table.take(pa.array(latest.index.to_numpy())).to_pylist()
+    chosen = latest_per_key(table, _KEYS).to_pylist()  # sorted by _KEYS
     records = [
         {key: row[key] for key in _KEYS} | {"layer": i, "layer_name": name, "density": density}
-        for row in sorted(chosen, key=lambda r: tuple(r[k] for k in _KEYS))
+        for row in chosen
         if row["layer_names"] and row["layer_density"]
         for i, (name, density) in enumerate(
             zip(row["layer_names"], row["layer_density"], strict=True)

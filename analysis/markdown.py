@@ -9,18 +9,17 @@ across regenerations: a statement the command does not write does not belong in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from analysis import findings, intervals
+from analysis import findings
 from analysis.definitions import PAIR, RegimeTables
 from analysis.loading import Results
+from analysis.provenance import SHA_PREFIX, distinct, markdown_provenance
 from sweep.plan.variants import variant_method
-from sweep.results.schema import STATUS_OK
 
 MARKDOWN_COLUMNS = ("grid", "checkpoint_sha256", "calib_size", "prune_sweep_version")
-SHA_PREFIX = 12
 MISSING = "—"
 
 
@@ -35,58 +34,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _values(series: pd.Series) -> str:
-    values = series.dropna().unique()
-    return ", ".join(sorted(map(str, values))) or "n/a"
-
-
 def _number(value: float, fmt: str = ".4f") -> str:
     return MISSING if pd.isna(value) else f"{value:{fmt}}"
-
-
-def _per_pair(frame: pd.DataFrame, column: str, shown: Callable[[object], str]) -> str:
-    """The column's values, per `dataset / arch` when the store holds more than one pair."""
-    groups = list(frame.groupby(PAIR, sort=True))
-    parts = []
-    for (dataset, arch), own in groups:
-        values = ", ".join(sorted({shown(v) for v in own[column].dropna()})) or "n/a"
-        parts.append(values if len(groups) == 1 else f"{dataset} / {arch}: {values}")
-    return "; ".join(parts)
-
-
-def provenance(results: Results, tables: RegimeTables) -> list[tuple[str, str]]:
-    frame = results.frame
-    ok = frame["status"] == STATUS_OK
-    pairs = frame[PAIR].drop_duplicates().sort_values(PAIR)
-    skipped = "; ".join(f"`{path}`: {reason}" for path, reason in results.skipped) or "none"
-    seeds = ", ".join(str(s) for s in sorted(frame.loc[ok, "seed"].unique()))
-    return [
-        ("result store", f"`{results.root}`"),
-        ("grid", _values(frame["grid"])),
-        ("rows", f"{int(ok.sum())} ok, {int((~ok).sum())} error (latest row per trial key)"),
-        ("dataset / arch", ", ".join(f"{d} / {a}" for d, a in pairs.itertuples(index=False))),
-        (
-            "dense checkpoints (sha256)",
-            _per_pair(frame, "checkpoint_sha256", lambda v: f"`{str(v)[:SHA_PREFIX]}`"),
-        ),
-        ("eval images", _per_pair(frame, "eval_size", lambda v: str(int(v)))),
-        ("calibration images", _per_pair(frame, "calib_size", lambda v: str(int(v)))),
-        ("calibration seeds", seeds or "n/a"),
-        ("allocations", ", ".join(dict.fromkeys(tables.curves["allocation"]))),
-        ("repair variants", ", ".join(dict.fromkeys(tables.curves["repair_variant"]))),
-        ("sparsities", ", ".join(f"{s:g}" for s in sorted(tables.curves["sparsity"].unique()))),
-        ("tau", ", ".join(f"{t:g}" for t in tables.taus)),
-        ("replicates (dense checkpoints)", _per_pair(frame, "replicate", lambda v: str(int(v)))),
-        ("eval split", _per_pair(frame, "eval_split", str)),
-        ("eval precision", _per_pair(frame, "eval_precision", str)),
-        ("intervals", interval_text(tables)),
-        ("prune-sweep (trials)", _values(frame["prune_sweep_version"])),
-        ("skipped damaged files", skipped),
-    ]
-
-
-def interval_text(tables: RegimeTables) -> str:
-    return intervals.interval_text(tables.confidence, tables.resamples)
 
 
 def top1_cell(point: dict) -> str:
@@ -369,13 +318,13 @@ def _across_section(tables: RegimeTables) -> str:
 
 def markdown_document(results: Results, tables: RegimeTables, command: str) -> str:
     """The whole document; `command` is the command line that regenerates it."""
-    grids = _values(results.frame["grid"])
+    grids = distinct(results.frame["grid"])
     pairs = list(tables.summary[PAIR].drop_duplicates().itertuples(index=False))
     parts = [
         f"# prune-sweep results: {grids}\n",
         "Generated from a result store by the command below, which rewrites all of it.\n",
         f"    {command}\n",
-        table(["", ""], provenance(results, tables)),
+        table(["", ""], markdown_provenance(results, tables)),
         *([_across_section(tables)] if len(pairs) > 1 else []),
         *(_pair_section(results, tables, dataset, arch) for dataset, arch in pairs),
     ]

@@ -4,8 +4,8 @@
 `python -m analysis.regimes RESULTS` the CLI, whose `--format markdown` writes the results
 document of a store (markdown.py). Definitions: analysis/definitions.py.
 Pipeline: loading.py (store -> rows) -> coding.py (rows -> integer codes) -> statistics.py
-(means and intervals: intervals.py, with eval-image resampling in bootstrap.py) -> tables.py
-(flagged tables) -> render.py (table / csv / json) or markdown.py.
+(means and intervals: intervals.py, with eval-image resampling in bootstrap.py) -> tables/
+(flagged tables, one module each) -> render.py (table / csv / json) or markdown.py.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from analysis.loading import load_results
 from analysis.markdown import MARKDOWN_COLUMNS, markdown_document
 from analysis.render import FORMATS, render
 from analysis.statistics import statistics
-from analysis.tables import TableBuilder
-from sweep.core.arguments import ArgumentParser
+from analysis.tables import flagged_tables
+from sweep.core.arguments import ArgumentParser, add_renamed_flag
 from sweep.core.atomic import atomic_write
 from sweep.core.errors import cli_main
 
@@ -59,18 +59,11 @@ def regime_table(
         raise AnalysisInputError("the result table has no rows")
     coded = code_rows(frame)
     stats = statistics(coded, taus, resamples, confidence, seed)
-    build = TableBuilder(coded, stats, taus)
-    regimes = build.regimes()
     return RegimeTables(
         taus=taus,
         confidence=confidence,
         resamples=resamples,
-        curves=build.curves(),
-        boundaries=build.boundaries(),
-        regimes=regimes,
-        summary=build.summary(regimes),
-        comparison=build.comparison(),
-        repairs=build.repairs(),
+        **flagged_tables(coded, stats, taus),
     )
 
 
@@ -111,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(LAMP - ERK), repairs (variant b - variant a), curves (mean r and top-1 per point)",
     )
     parser.add_argument(
-        "--out",
+        "-o",
+        "--output",
         type=Path,
         help="write to this file instead of stdout (atomically); with markdown, hand-written "
         "notes below the notes marker of an existing file are kept",
     )
+    add_renamed_flag(parser, "--out", "--output")
     return parser
 
 
@@ -130,8 +125,8 @@ def regenerate_command(args: argparse.Namespace) -> str:
         parts += ["--confidence", f"{confidence:g}"]
     for variant in args.repair:
         parts += ["--repair", variant]
-    if args.out is not None:
-        parts += ["--out", str(args.out)]
+    if args.output is not None:
+        parts += ["--output", str(args.output)]
     return shlex.join(parts)
 
 
@@ -149,11 +144,11 @@ def run(args: argparse.Namespace) -> None:
         text = markdown_document(results, tables, regenerate_command(args))
     else:
         text = render(tables, args.format, args.table)
-    if args.out is None:
+    if args.output is None:
         sys.stdout.write(text)
     else:
-        atomic_write(args.out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        print(f"wrote {args.out}")
+        atomic_write(args.output, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        print(f"wrote {args.output}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

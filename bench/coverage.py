@@ -17,10 +17,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run directly, this folder would come first on sys.path; the package is what is measured.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+# Run as a script, only bench/ is on sys.path: put this checkout first, so that its own packages
+# are measured whatever the environment has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.simulate import main  # noqa: E402
 

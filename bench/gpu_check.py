@@ -9,12 +9,12 @@
    1) are decoded once into a shared cache, which each run gets a copy of. Decoding is a one-off
    preparation step, so neither run pays for it; every artefact the trials compute (dense logits,
    masks, dense statistics) starts cold in both, as in a fresh sweep;
-3. the demo grid (sweep.plan.grid.DEMO as it is: 405 points, 81 cells) through
+3. the demo grid (sweep.grid.DEMO as it is: 405 points, 81 cells) through
    `python -m sweep.launch`, with `--gpus-per-trial 0.125` where `nvidia-smi` and CUDA exist (bf16
    eval), else on CPU with the grid's own resources (fp32 eval), while the device's busy fraction
    is sampled (nvidia-smi utilization.gpu every second, or the CPU busy fraction of the whole
    machine from /proc/stat);
-4. the same points (same keys: same precision) through `sweep.run.trial.run_in_process`, in a fresh
+4. the same points (same keys: same precision) through `sweep.trial.run_in_process`, in a fresh
    Python process, into a separate store, sampled the same way;
 5. points/s of both (by wall clock, interpreter start to exit, and from the first to the last
    row), the ratio launcher / loop of the wall times, each run's busy fraction, the stages by
@@ -38,8 +38,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from launcher_env import launcher_env
+
+from sweep.core import paths
+
 if TYPE_CHECKING:
-    from sweep.plan.grid import Grid
+    from sweep.grid import Grid
 
 ROOT = Path(__file__).resolve().parent.parent
 GPUS_PER_TRIAL = 0.125
@@ -59,16 +63,16 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 def prepare_checkpoints(source: Path, target: Path) -> str:
     """Trained replicates copied from `source` when all pass verification, else random ones."""
     import torch
+    from sweep.errors import UserError
+    from sweep.grid import DEMO, checkpoints_needed
 
-    from sweep.core.errors import UserError
-    from sweep.plan.grid import DEMO, checkpoints_needed
     from sweep.tasks import models
     from sweep.tasks.datasets.holdout import holdout
 
     needed = checkpoints_needed(DEMO)
     reason = None
     for dataset, arch, replicate in needed:
-        path = models.checkpoint_path(source, dataset, arch, replicate)
+        path = paths.checkpoint_file(source, dataset, arch, replicate)
         if not path.exists():
             reason = f"{path} is missing"
             break
@@ -79,8 +83,8 @@ def prepare_checkpoints(source: Path, target: Path) -> str:
             break
     if reason is None:
         for dataset, arch, replicate in needed:
-            path = models.checkpoint_path(source, dataset, arch, replicate)
-            copy = models.checkpoint_path(target, dataset, arch, replicate)
+            path = paths.checkpoint_file(source, dataset, arch, replicate)
+            copy = paths.checkpoint_file(target, dataset, arch, replicate)
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, copy)
             shutil.copy2(models.sidecar_path(path), models.sidecar_path(copy))
@@ -92,7 +96,7 @@ def prepare_checkpoints(source: Path, target: Path) -> str:
             arch=arch, dataset=dataset, num_classes=10, in_channels=1, image_size=28,
             seed=replicate, held_out=holdout(dataset, 60000).record(),
         )  # fmt: skip
-        path = models.checkpoint_path(target, dataset, arch, replicate)
+        path = paths.checkpoint_file(target, dataset, arch, replicate)
         models.save_checkpoint(model, path, meta)
     return f"random weights ({reason})"
 
@@ -101,8 +105,7 @@ def write_grid(path: Path, quick: bool) -> Path:
     """The demo grid's own fields as a grid file; `quick`: replicate 0 and two sparsities only
     (30 points, for trying the script out)."""
     import yaml
-
-    from sweep.plan.grid import DEMO
+    from sweep.grid import DEMO
 
     grid = {
         "name": DEMO.name,
@@ -198,8 +201,7 @@ class BusySampler:
 def timed_run(command: list[str], log_path: Path, gpu: bool) -> tuple[float, BusySampler]:
     """Wall seconds of a subprocess (output to `log_path`) and the busy fraction while it ran."""
     log("$ " + " ".join(command))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = launcher_env()
     with open(log_path, "w") as handle, BusySampler(gpu) as sampler:
         start = time.perf_counter()
         code = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -211,7 +213,7 @@ def timed_run(command: list[str], log_path: Path, gpu: bool) -> tuple[float, Bus
 
 
 def store_summary(out: Path) -> dict:
-    from sweep.results.store import read_results
+    from sweep.store import read_results
 
     frame = read_results(out)
     finished = frame["finished_at"].sort_values()
@@ -229,14 +231,14 @@ def precision_check(checkpoints: Path, cache: Path, device_name: str) -> dict:
     import copy
 
     import torch
+    from sweep.grid import DEMO
 
-    from sweep.plan.grid import DEMO
     from sweep.tasks import data, evaluate, models, prune
 
     device = torch.device(device_name)
     dataset, arch = DEMO.pairs[0]
     model, _ = models.load_checkpoint(
-        models.checkpoint_path(checkpoints, dataset, arch, 0), arch=arch, dataset=dataset
+        paths.checkpoint_file(checkpoints, dataset, arch, 0), arch=arch, dataset=dataset
     )
     eval_set = data.eval_set(dataset, None, cache, limit=DEMO.eval_limit, split=DEMO.eval_split)
     labels = torch.as_tensor(eval_set.labels)
@@ -265,28 +267,28 @@ def precision_check(checkpoints: Path, cache: Path, device_name: str) -> dict:
 
 def loop(args: argparse.Namespace) -> None:
     """Step 4, in its own process: the demo grid's points through run_in_process."""
-    from sweep.plan.grid import checkpoints_needed, expand, load_grid
-    from sweep.results.store import ResultStore
-    from sweep.run.trial import TrialContext, run_in_process
+    from sweep.grid import checkpoints_needed, expand, load_grid
+    from sweep.store import ResultStore
+    from sweep.trial import TrialContext, run_in_process
+
     from sweep.tasks import models
 
     grid = load_grid(str(args.grid))
     digests = {
-        needed: models.read_meta(models.checkpoint_path(args.checkpoints, *needed)).sha256
+        needed: models.read_meta(paths.checkpoint_file(args.checkpoints, *needed)).sha256
         for needed in checkpoints_needed(grid)
     }
     trials = expand(grid, digests, args.precision)
     context = TrialContext(args.checkpoints.resolve(), None, args.cache.resolve(), grid.name)
-    store = ResultStore(args.out)
+    store = ResultStore(args.store)
     run_in_process(trials, context, store)
     store.compact()  # as the launcher does at its end
 
 
 def run_all(args: argparse.Namespace) -> None:
     import torch
-
-    from sweep.plan.cells import group_cells
-    from sweep.plan.grid import expand, load_grid
+    from sweep.cells import group_cells
+    from sweep.grid import expand, load_grid
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -316,7 +318,7 @@ def run_all(args: argparse.Namespace) -> None:
     if has_ray:
         command = [
             sys.executable, "-m", "sweep.launch", "--grid", str(grid_path),
-            "--out", str(work / "launcher"), "--checkpoints", str(checkpoints),
+            "--store", str(work / "launcher"), "--checkpoints", str(checkpoints),
             "--cache-dir", str(cache_launcher), "--eval-precision", precision,
         ]  # fmt: skip
         if gpu:
@@ -349,8 +351,8 @@ def run_all(args: argparse.Namespace) -> None:
 
     command = [
         sys.executable, str(Path(__file__).resolve()), "loop", "--grid", str(grid_path),
-        "--checkpoints", str(checkpoints), "--cache", str(cache_loop), "--out", str(work / "loop"),
-        "--precision", precision,
+        "--checkpoints", str(checkpoints), "--cache", str(cache_loop),
+        "--store", str(work / "loop"), "--precision", precision,
     ]  # fmt: skip
     loop_s, busy = timed_run(command, work / "loop.log", gpu)
     summary = store_summary(work / "loop")
@@ -392,7 +394,7 @@ def main() -> None:
     parser.add_argument("step", choices=("all", "loop"), nargs="?", default="all")
     parser.add_argument("--work", type=Path, help="work directory (all)")
     parser.add_argument(
-        "--checkpoints", type=Path, default=ROOT / "checkpoints",
+        "--checkpoints", type=Path, default=ROOT / paths.CHECKPOINTS,
         help="all: where trained demo checkpoints may be; loop: the work directory's",
     )  # fmt: skip
     parser.add_argument(
@@ -400,7 +402,7 @@ def main() -> None:
     )
     parser.add_argument("--grid", type=Path, help="loop: the grid file")
     parser.add_argument("--cache", type=Path, help="loop: artefact cache")
-    parser.add_argument("--out", type=Path, help="loop: result store")
+    parser.add_argument("--store", type=Path, help="loop: result store")
     parser.add_argument("--precision", choices=("fp32", "bf16"), help="loop: eval precision")
     args = parser.parse_args()
     if args.step == "loop":

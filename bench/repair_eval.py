@@ -1,6 +1,6 @@
 """Cost of label-free repair and of evaluation on a demo model, as ratios to bare forward passes.
 
-    .venv/bin/python bench/repair_eval.py [--checkpoint checkpoints/fashion_mnist/resnet20.pt]
+    .venv/bin/python bench/repair_eval.py [--checkpoint checkpoints/fashion_mnist/resnet20-seed0.pt]
 
 Uses the trained Fashion-MNIST demo checkpoint when present (else a randomly initialised ResNet-20
 on random images, with a warning). Prints one line per measurement, then a last JSON line:
@@ -36,16 +36,17 @@ from pathlib import Path
 
 import torch
 
+from sweep.core import paths
 from sweep.core.errors import UserError, cli_main
 from sweep.tasks import data
 from sweep.tasks.evaluate import EVAL_BATCH_SIZE, TensorEvalSet, evaluate, predict_logits
 from sweep.tasks.models import build_model, load_checkpoint
 from sweep.tasks.prune import prune
 from sweep.tasks.repair import (
+    REPAIR_METHODS,
     REPAIRS,
     count_calibration_passes,
     dense_statistics,
-    get_repair,
     repair,
 )
 
@@ -190,7 +191,7 @@ def _demo(args: argparse.Namespace) -> tuple[torch.nn.Module, object, object]:
 
 def run(args: argparse.Namespace) -> int:
     for method in args.methods.split(","):
-        get_repair(method)  # an unknown name fails now, not after the first measurements
+        REPAIR_METHODS[method]  # an unknown name fails now, not after the first measurements
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -271,7 +272,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--checkpoint", type=Path, default=Path("checkpoints/fashion_mnist/resnet20.pt")
+        "--checkpoint",
+        type=Path,
+        default=paths.checkpoint_file(paths.CHECKPOINTS, "fashion_mnist", "resnet20", 0),
     )
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--allocation", default="erk")

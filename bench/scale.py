@@ -33,10 +33,15 @@ import time
 from pathlib import Path
 
 import yaml
+from launcher_env import launcher_env
+
+from sweep.core import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOCATIONS = ["erk", "lamp", "uniform", "global"]
 PAIR = ("fashion_mnist", "resnet20")
+# Lines of the launcher's output that date the steps before the first row (seen within 0.1 s).
+MARKERS = {"ray started": "Started a local Ray instance", "cells planned": " Tune trials ("}
 
 
 def write_checkpoint(checkpoints: Path) -> None:
@@ -52,7 +57,7 @@ def write_checkpoint(checkpoints: Path) -> None:
         arch="resnet20", dataset="fashion_mnist", num_classes=10, in_channels=1, image_size=28,
         seed=0, held_out=holdout("fashion_mnist", 60000).record(),
     )  # fmt: skip
-    models.save_checkpoint(model, models.checkpoint_path(checkpoints, *PAIR, 0), meta)
+    models.save_checkpoint(model, paths.checkpoint_file(checkpoints, *PAIR, 0), meta)
 
 
 def sparsity_values(count: int, start: float, stop: float) -> list[float]:
@@ -83,7 +88,7 @@ def write_grid(path: Path, name: str, sparsities: list[float], seeds: int, image
 
 
 def expected_points(grid_path: Path) -> int:
-    from sweep.plan.grid import expand, load_grid
+    from sweep.grid import expand, load_grid
 
     return len(expand(load_grid(str(grid_path)), {}))
 
@@ -110,20 +115,13 @@ def row_files(out: Path) -> int:
     return count
 
 
-def env() -> dict[str, str]:
-    variables = dict(os.environ)
-    paths = [str(ROOT), os.environ.get("PYTHONPATH")]
-    variables["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    return variables
-
-
 def launch(
     grid: Path, work: Path, total: int, extra: list[str], progress_every: float = 30.0
 ) -> dict:
     """Run the launcher on `grid`; watch its RSS and the store; the measurements as a dict."""
     out, log = work / "results", work / "launch.log"
     command = [
-        sys.executable, "-m", "sweep.launch", "--grid", str(grid), "--out", str(out),
+        sys.executable, "-m", "sweep.launch", "--grid", str(grid), "--store", str(out),
         "--checkpoints", str(work / "checkpoints"), "--cache-dir", str(work / "cache"), *extra,
     ]  # fmt: skip
     print("$ " + " ".join(command), flush=True)
@@ -131,25 +129,34 @@ def launch(
     start = time.monotonic()
     with open(log, "w") as handle:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env(), stdout=handle, stderr=subprocess.STDOUT
+            command, cwd=ROOT, env=launcher_env(), stdout=handle, stderr=subprocess.STDOUT
         )
     first_row = None
+    marks: dict[str, float] = {}  # when the launcher's log first showed each MARKERS line
     peak = last_rss = 0
     rss_samples: list[tuple[float, int]] = []  # (seconds since start, RSS) every ~1 s
     next_print = progress_every
     max_rows = 0
+    loads: list[float] = []  # 1-minute load average, every ~10 s after the first row
     while process.poll() is None:
         now = time.monotonic() - start
         status = proc_status(process.pid)
         peak = max(peak, status.get("VmHWM", 0))
         last_rss = status.get("VmRSS", last_rss)
         if first_row is None:
+            text = log.read_text(errors="replace")
+            for name, marker in MARKERS.items():
+                if name not in marks and marker in text:
+                    marks[name] = now
             if out.is_dir() and row_files(out):
                 first_row = now
-                print(f"first row after {first_row:.1f} s", flush=True)
+                steps = ", ".join(f"{name} {t:.1f} s" for name, t in marks.items())
+                print(f"first row after {first_row:.1f} s ({steps})", flush=True)
             time.sleep(0.1)
             continue
         rss_samples.append((now, last_rss))
+        if len(rss_samples) % 10 == 1:
+            loads.append(float(load_now().split()[0]))
         if now >= next_print:
             max_rows = max(max_rows, row_files(out))
             print(
@@ -167,8 +174,10 @@ def launch(
         "wall_start": wall_start,
         "wall_s": wall,
         "first_row_s": first_row,
+        "marks": marks,
         "peak_rss": peak,
         "rss_samples": rss_samples,
+        "loads": loads,
     }
 
 
@@ -192,14 +201,14 @@ def quarters(finished: list[float], start: float) -> dict:
 def dry_run(grid: Path, work: Path) -> dict:
     """`--dry-run --format json` of a grid: wall time and peak RSS (wait4: this process only)."""
     command = [
-        sys.executable, "-m", "sweep.launch", "--grid", str(grid), "--out",
+        sys.executable, "-m", "sweep.launch", "--grid", str(grid), "--store",
         str(work / "dry-results"), "--checkpoints", str(work / "checkpoints"), "--dry-run",
         "--format", "json",
     ]  # fmt: skip
     print("$ " + " ".join(command), flush=True)
     start = time.monotonic()
     with open(work / "dry-run.json", "w") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=env(), stdout=handle)
+        process = subprocess.Popen(command, cwd=ROOT, env=launcher_env(), stdout=handle)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - start
@@ -282,7 +291,7 @@ def main() -> None:
 
 def summarise(run: dict, out: Path, total: int) -> dict:
     """Print the stress run's numbers; return them for the JSON line."""
-    from sweep.results.store import read_results
+    from sweep.store import read_results
 
     frame = read_results(out, columns=["trial_key", "status", "finished_at"])
     ok = int((frame["status"] == "ok").sum())
@@ -291,7 +300,10 @@ def summarise(run: dict, out: Path, total: int) -> dict:
     rates = q["points_per_s_by_quarter"]
     last_over_first = rates[3] / rates[0]
     print(f"rows: {len(frame)} of {total} points ({ok} ok)")
-    print(f"time to the first row: {run['first_row_s']:.1f} s after starting the launcher")
+    steps = ", ".join(f"{name} at {t:.1f} s" for name, t in run["marks"].items())
+    print(
+        f"time to the first row: {run['first_row_s']:.1f} s after starting the launcher ({steps})"
+    )
     print(
         "points/s by quarter of the points: "
         + ", ".join(f"{r:.1f}" for r in rates)
@@ -299,6 +311,12 @@ def summarise(run: dict, out: Path, total: int) -> dict:
     )
     print(f"driver peak RSS: {run['peak_rss'] / 2**30:.2f} GiB")
     print(f"wall time: {run['wall_s']:.1f} s (last row at {q['last_row_s']:.1f} s)")
+    loads = run["loads"] or [float(load_now().split()[0])]
+    load_range = [min(loads), sum(loads) / len(loads), max(loads)]
+    print(
+        "1-minute load average during the run (min / mean / max): "
+        + " / ".join(f"{v:.2f}" for v in load_range)
+    )
     samples = [rss for _, rss in run["rss_samples"]]  # about one a second
     chunks = [samples[len(samples) * i // 4 : len(samples) * (i + 1) // 4] for i in range(4)]
     rss_quarters = [max(chunk, default=0) / 2**20 for chunk in chunks]
@@ -311,12 +329,14 @@ def summarise(run: dict, out: Path, total: int) -> dict:
         "rows": len(frame),
         "ok": ok,
         "first_row_s": round(run["first_row_s"], 2),
+        "first_row_steps_s": {name: round(t, 2) for name, t in run["marks"].items()},
         "points_per_s_by_quarter": [round(r, 2) for r in rates],
         "last_over_first_quarter": round(last_over_first, 3),
         "points_per_s_overall": round(q["points_per_s_overall"], 2),
         "driver_peak_rss_gib": round(run["peak_rss"] / 2**30, 3),
         "driver_rss_mib_by_quarter_of_run": [round(r) for r in rss_quarters],
         "wall_s": round(run["wall_s"], 1),
+        "load_1min_during_run_min_mean_max": [round(v, 2) for v in load_range],
     }
 
 

@@ -8,7 +8,7 @@ are shared: decoding is a one-off preparation step, not what is compared):
 
 - overhead:  the slice through `python -m sweep.launch` (Ray start-up, Tune, one trial per cell,
              store writes) versus the same points in one plain Python process calling
-             `sweep.run.trial.run_in_process` (cell by cell, the same rows into a store of its own,
+             `sweep.trial.run_in_process` (cell by cell, the same rows into a store of its own,
              the same artefact cache).  -> sweep_over_loop
 - naive:     one fresh process per *point* that reloads the checkpoint and recomputes dense
              logits, dense statistics and masks (its own empty cache), two processes at a time
@@ -42,6 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+from launcher_env import launcher_env
+
+from sweep.core import paths
 
 PAIR = ("fashion_mnist", "resnet20")
 SPARSITIES = [0.88, 0.90, 0.92, 0.94]
@@ -75,10 +78,11 @@ def write_grid(
 
 def checkpoint_dir(source: Path, work: Path) -> tuple[Path, str]:
     """`source` when it holds the trained replicate 0, else a random-weight one in `work`."""
-    from sweep.core.errors import UserError
+    from sweep.errors import UserError
+
     from sweep.tasks import models
 
-    path = models.checkpoint_path(source, *PAIR, 0)
+    path = paths.checkpoint_file(source, *PAIR, 0)
     try:
         models.verify_checkpoint(path, *PAIR, 0)
         return source, f"trained ({path})"
@@ -94,14 +98,17 @@ def checkpoint_dir(source: Path, work: Path) -> tuple[Path, str]:
         arch=PAIR[1], dataset=PAIR[0], num_classes=10, in_channels=1, image_size=28, seed=0,
         held_out=holdout(PAIR[0], 60000).record(),
     )  # fmt: skip
-    models.save_checkpoint(model, models.checkpoint_path(work / "checkpoints", *PAIR, 0), meta)
+    models.save_checkpoint(model, paths.checkpoint_file(work / "checkpoints", *PAIR, 0), meta)
     return work / "checkpoints", f"random weights ({reason})"
 
 
 def timed(command: list[str]) -> float:
     """Wall seconds of a subprocess; its output is shown only when it fails."""
+    env = launcher_env()
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         print(done.stdout[-6000:], file=sys.stderr)
@@ -111,13 +118,14 @@ def timed(command: list[str]) -> float:
 
 def run_loop(grid_path: Path, checkpoints: Path, cache: Path, out: Path) -> None:
     """The same points as the sweep, in one process: run_in_process (cells) + the store writes."""
-    from sweep.plan.grid import expand, load_grid
-    from sweep.results.store import ResultStore
-    from sweep.run.trial import TrialContext, run_in_process
+    from sweep.grid import expand, load_grid
+    from sweep.store import ResultStore
+    from sweep.trial import TrialContext, run_in_process
+
     from sweep.tasks import models
 
     grid = load_grid(str(grid_path))
-    digest = models.read_meta(models.checkpoint_path(checkpoints, *PAIR, 0))
+    digest = models.read_meta(paths.checkpoint_file(checkpoints, *PAIR, 0))
     trials = expand(grid, {(*PAIR, 0): digest.sha256})
     context = TrialContext(checkpoints.resolve(), None, cache, grid.name)
     store = ResultStore(out)
@@ -127,8 +135,8 @@ def run_loop(grid_path: Path, checkpoints: Path, cache: Path, out: Path) -> None
 
 def run_one(trial_json: str, checkpoints: Path, cache: Path) -> None:
     """Naive: a fresh process per point, nothing shared (its own empty cache)."""
-    from sweep.plan.identity import TrialConfig
-    from sweep.run.trial import TrialContext, run_trial
+    from sweep.identity import TrialConfig
+    from sweep.trial import TrialContext, run_trial
 
     trial = TrialConfig.from_dict(json.loads(trial_json))
     run_trial(trial, TrialContext(checkpoints.resolve(), None, cache, "naive"))
@@ -136,7 +144,7 @@ def run_one(trial_json: str, checkpoints: Path, cache: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--checkpoints", type=Path, default=paths.CHECKPOINTS)
     parser.add_argument("--repeats", type=int, default=1, help="whole-slice sweep and loop runs")
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive mode")
     parser.add_argument(
@@ -145,11 +153,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=("bench", "loop", "one"), default="bench")
     parser.add_argument("--grid", type=Path)
     parser.add_argument("--cache", type=Path)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--store", type=Path)
     parser.add_argument("--trial")
     args = parser.parse_args()
     if args.mode == "loop":
-        return run_loop(args.grid, args.checkpoints, args.cache, args.out)
+        return run_loop(args.grid, args.checkpoints, args.cache, args.store)
     if args.mode == "one":
         return run_one(args.trial, args.checkpoints, args.cache)
 
@@ -161,7 +169,8 @@ def main() -> None:
 
 
 def bench(args: argparse.Namespace, work: Path) -> None:
-    from sweep.plan.grid import expand, load_grid
+    from sweep.grid import expand, load_grid
+
     from sweep.tasks import data, models
 
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -186,7 +195,7 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         n = next(runs)
         return timed(
             [sys.executable, "-m", "sweep.launch", "--grid", str(grids[fraction]),
-             "--out", str(work / f"sweep{n}"), "--checkpoints", str(checkpoints),
+             "--store", str(work / f"sweep{n}"), "--checkpoints", str(checkpoints),
              "--cache-dir", str(fresh_cache(f"cache-sweep{n}"))]
         )  # fmt: skip
 
@@ -194,7 +203,7 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         n = next(runs)
         return timed(
             [*me, "--mode", "loop", "--grid", str(grids["1"]), "--cache",
-             str(fresh_cache(f"cache-loop{n}")), "--out", str(work / f"loop{n}")]
+             str(fresh_cache(f"cache-loop{n}")), "--store", str(work / f"loop{n}")]
         )  # fmt: skip
 
     seconds = {fraction: sweep(fraction) for fraction in ("0.25", "0.5")}
@@ -217,7 +226,7 @@ def bench(args: argparse.Namespace, work: Path) -> None:
 
     naive = None
     if not args.skip_naive:
-        digest = models.read_meta(models.checkpoint_path(checkpoints, *PAIR, 0))
+        digest = models.read_meta(paths.checkpoint_file(checkpoints, *PAIR, 0))
         whole = expand(load_grid(str(grids["1"])), {(*PAIR, 0): digest.sha256})
 
         def naive_point(i: int) -> float:

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sweep.catalog.archs import ARCH_NAMES, get_arch
+from sweep.catalog.allocations import ALLOCATIONS
+from sweep.catalog.archs import ARCH_NAMES, ARCHS
 from sweep.core.arguments import ArgumentParser
 from sweep.core.errors import CheckpointError, UserError, cli_main
-from sweep.tasks.models import build_model, load_state_dict_file
-from sweep.tasks.prune import ALLOCATIONS, PruneReport, check_allocation, check_sparsity, prune
+from sweep.tasks.models import build_model, check_seed, load_state_dict_file
+from sweep.tasks.prune import PruneReport, check_sparsity, prune
 
 DESCRIPTION = """\
 Print the kept weights per prunable layer (every Conv2d and Linear weight, in named_modules()
@@ -78,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Every argument error before any work."""
-    check_allocation(args.allocation)
+    ALLOCATIONS[args.allocation]  # UnknownNameError names the known ones
     check_sparsity(args.sparsity)
-    info = get_arch(args.arch)
+    info = ARCHS[args.arch]
     for flag in ("num_classes", "input_size", "in_channels"):
         if getattr(args, flag) < 1:
             raise UserError(
@@ -88,6 +89,7 @@ def _check_args(args: argparse.Namespace) -> None:
                 "expected a positive integer"
             )
     info.check_image_size(args.input_size)
+    check_seed(args.seed)
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise CheckpointError(f"checkpoint {args.checkpoint} not found; expected a state_dict file")
 

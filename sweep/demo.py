@@ -12,9 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweep.core.arguments import ArgumentParser
+from sweep.core import paths
+from sweep.core.arguments import ArgumentParser, add_option_flags, add_renamed_flag
 from sweep.core.errors import DataMissingError, cli_main
 from sweep.plan.grid import DEMO
+from sweep.plan.options import LaunchOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,21 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the demo: check Fashion-MNIST, train the missing dense replicates, "
         "run the demo grid and write the HTML report.",
     )
+    add_option_flags(parser, LaunchOptions, only=("store", "checkpoints", "data_root"))
     parser.add_argument(
-        "--out", type=Path, default=Path("results") / DEMO.name, help="result store directory"
+        "-o", "--output", type=Path, help="HTML report path (default: next to the store)"
     )
-    parser.add_argument(
-        "--checkpoints", type=Path, default=Path("checkpoints"), help="dense checkpoints"
-    )
-    parser.add_argument("--data-root", type=Path, help="where datasets live (default: ./data)")
-    parser.add_argument("--report", type=Path, help="report path (default: next to --out)")
+    add_renamed_flag(parser, "--out", "--store")
+    add_renamed_flag(parser, "--report", "--output")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from analysis.report import write_report
-    from sweep.launch import run_grid
     from sweep.plan.grid import checkpoints_needed
+    from sweep.run.launcher import run_grid
     from sweep.tasks import data
 
     for dataset in DEMO.datasets:
@@ -46,14 +46,11 @@ def run(args: argparse.Namespace) -> int:
     for dataset, arch, replicate in checkpoints_needed(DEMO):
         _set_aside_if_outdated(args.checkpoints, dataset, arch, replicate)
     print(f"[demo] running the {DEMO.name} grid (missing dense checkpoints are trained first)")
+    store = args.store or paths.default_store(DEMO.name)
     summary = run_grid(
-        DEMO,
-        out=args.out,
-        checkpoints=args.checkpoints,
-        data_root=args.data_root,
-        pretrain="auto",
+        DEMO, store=store, checkpoints=args.checkpoints, data_root=args.data_root, pretrain="auto"
     )
-    report = write_report(args.out, args.report)
+    report = write_report(store, args.output)
     print(f"[demo] report: {report.resolve()}")
     return summary.exit_code
 
@@ -63,7 +60,7 @@ def _set_aside_if_outdated(checkpoints: Path, dataset: str, arch: str, replicate
     deleted), so the launcher trains a fresh one."""
     from sweep.tasks import models
 
-    path = models.checkpoint_path(checkpoints, dataset, arch, replicate)
+    path = paths.checkpoint_file(checkpoints, dataset, arch, replicate)
     if not path.exists():
         return
     try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from sweep.catalog.archs import ARCH_NAMES
 from sweep.catalog.datasets import DATASETS
-from sweep.core.arguments import ArgumentParser
+from sweep.core.arguments import ArgumentParser, add_option_flags, add_renamed_flag
 from sweep.core.errors import cli_main
+from sweep.plan.options import LaunchOptions
 from sweep.tasks.train import FINETUNE_LR, SCRATCH_LR, train_dense
 
 
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Train a dense model with the project's standard recipe (SGD, Nesterov momentum "
             "0.9, weight decay 5e-4, warm-up + cosine schedule, crop/flip augmentation) on the "
             "train split minus its validation split, and write replicate --seed N as "
-            "<out>/<dataset>/<arch>-seed<N>.pt plus its JSON sidecar. 224 px datasets fine-tune "
+            "<checkpoints>/<dataset>/<arch>-seed<N>.pt plus its JSON sidecar. 224 px datasets "
+            "fine-tune "
             "from torchvision's ImageNet weights when they are in torch's hub cache or can be "
             "downloaded, else train from scratch with a warning. An interrupted run resumes "
             "from its last finished epoch when rerun with the same arguments. Bad input prints "
@@ -34,19 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument(
         "--epochs", type=int, default=None, help=f"training epochs (default per dataset: {epochs})"
     )
-    result.add_argument(
-        "--out",
-        type=Path,
-        default=Path("checkpoints"),
-        help="checkpoint folder (default: checkpoints)",
-    )
-    result.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="dataset files (default: ./data; fashion_mnist also looks in "
-        "/usr/share/datasets/fashion-mnist)",
-    )
+    add_option_flags(result, LaunchOptions, only=("checkpoints", "data_root"))
+    add_renamed_flag(result, "--out", "--checkpoints")
     result.add_argument("--batch-size", type=int, default=128, help="default: 128")
     result.add_argument(
         "--lr",
@@ -89,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             args.dataset,
             args.arch,
             epochs=args.epochs,
-            out_dir=args.out,
+            out_dir=args.checkpoints,
             data_root=args.data_root,
             batch_size=args.batch_size,
             lr=args.lr,

@@ -172,7 +172,9 @@ def test_a_tau_list_gives_one_boundary_per_tau_in_the_table_and_the_markdown(tmp
     expected = [0.94 + 0.1 / 0.4 * 0.02, 0.92 + 0.1 / 0.2 * 0.02, 0.90 + 0.05 / 0.15 * 0.02]
     np.testing.assert_allclose(boundaries["boundary"], expected, rtol=1e-5)  # CSV: 6 digits
     out = tmp_path / "results.md"
-    assert main([str(root), "--format", "markdown", "--tau", "0.5,0.7,0.9", "--out", str(out)]) == 0
+    assert (
+        main([str(root), "--format", "markdown", "--tau", "0.5,0.7,0.9", "--output", str(out)]) == 0
+    )
     text = out.read_text(encoding="utf-8")
     section = text[text.index("### Boundary against tau") :].splitlines()
     header = next(line for line in section if line.startswith("| allocation"))
@@ -198,7 +200,7 @@ def test_rows_of_different_eval_sets_are_refused_in_one_line(tmp_path, capsys, o
     root = write(tmp_path, rows)
     out = tmp_path / "out"
     status = (
-        main([str(root), "--format", "markdown", "--out", str(out)])
+        main([str(root), "--format", "markdown", "--output", str(out)])
         if cli == "regimes"
         else report_main([str(root), "-o", str(out)])
     )

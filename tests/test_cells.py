@@ -86,7 +86,7 @@ def test_a_bad_cells_per_trial_is_one_line_exit_2_and_writes_nothing(
     grid = write_grid(tmp_path / "g.yaml")
     out = tmp_path / "out"
     code = launch.main(
-        ["--grid", str(grid), "--out", str(out), "--cells-per-trial", value, "--dry-run"]
+        ["--grid", str(grid), "--store", str(out), "--cells-per-trial", value, "--dry-run"]
     )
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -131,7 +131,7 @@ def test_a_restarted_trial_runs_only_the_cells_whose_rows_have_not_landed(
     )  # fmt: skip
     out = tmp_path / "out"
     code = launch.main(
-        ["--grid", str(grid), "--out", str(out), "--checkpoints", str(checkpoint_dir),
+        ["--grid", str(grid), "--store", str(out), "--checkpoints", str(checkpoint_dir),
          "--cache-dir", str(tmp_path / "cache"), "--cells-per-trial", "2", "--retries", "1"]
     )  # fmt: skip
     assert code == 0

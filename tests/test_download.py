@@ -88,10 +88,12 @@ def _cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 
 
 def _error_line(err: str) -> str:
-    """The one line a failed command prints (progress bars are off: stderr is no terminal)."""
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
+    """The one line a failed command prints, last on stderr: nothing of the error runs on into
+    further lines (progress bars are off: stderr is no terminal)."""
+    lines = err.splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    return errors[0]
 
 
 def _leftovers(root: Path) -> list[str]:
@@ -208,7 +210,8 @@ def _no_server() -> str:
         ("404", "/~kriz/cifar-10-python.tar.gz failed: HTTP 404"),
         ("last file 404", "/t10k-labels-idx1-ubyte.gz failed: HTTP 404"),
         ("no server", "failed ([Errno 111] Connection refused); check the network"),
-        ("not an archive", "/~kriz/cifar-10-python.tar.gz is not a readable tar archive"),
+        ("not an archive", "cifar-10-python.tar.gz is not a readable tar archive (neither gzip"),
+        ("truncated archive", "/~kriz/cifar-10-python.tar.gz is not a readable tar archive ("),
         ("wrong archive", "holds cifar-100-python, not cifar-10-batches-py/"),
         ("partial folder", "cifar-10-batches-py exists but does not hold the complete download"),
     ],
@@ -237,6 +240,12 @@ def test_bad_inputs_fail_in_one_line_and_leave_nothing(
     elif case == "not an archive":
         cifar10_archive.parent.mkdir(parents=True)
         cifar10_archive.write_bytes(b"<html>not found</html>")
+    elif case == "truncated archive":
+        write_cifar("cifar10", tmp_path / "work", train=5, test=5)
+        tar_gz(tmp_path / "work" / "cifar-10-batches-py", cifar10_archive)
+        cifar10_archive.write_bytes(
+            cifar10_archive.read_bytes()[: cifar10_archive.stat().st_size // 2]
+        )
     elif case == "wrong archive":
         write_cifar("cifar100", tmp_path / "work", train=5, test=5)
         tar_gz(tmp_path / "work" / "cifar-100-python", cifar10_archive)

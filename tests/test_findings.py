@@ -131,7 +131,7 @@ def test_the_results_document_states_the_findings(tmp_path):
         seeds=2, replicates=3,
     ).write(root)  # fmt: skip
     out = tmp_path / "results.md"
-    assert main([str(root), "--format", "markdown", "--out", str(out)]) == 0
+    assert main([str(root), "--format", "markdown", "--output", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     found = text[text.index("### Findings") : text.index("### Top-1 %")]
     for allocation in ("erk", "lamp"):
@@ -151,7 +151,7 @@ def test_a_document_of_several_networks_opens_with_their_bands_side_by_side(tmp_
     )  # fmt: skip
     SyntheticGrid(archs=("resnet20", "vgg16_bn_quarter"), **grid).write(root)
     out = tmp_path / "results.md"
-    assert main([str(root), "--format", "markdown", "--out", str(out)]) == 0
+    assert main([str(root), "--format", "markdown", "--output", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     across = text[text.index("## The band across networks") : text.index("## fashion_mnist /")]
     rows = [line for line in across.splitlines() if line.startswith("| fashion_mnist")]
@@ -163,5 +163,5 @@ def test_a_document_of_several_networks_opens_with_their_bands_side_by_side(tmp_
     assert "band beyond reconstruction" in across
     single = tmp_path / "single"
     SyntheticGrid(archs=("resnet20",), **grid).write(single)
-    assert main([str(single), "--format", "markdown", "--out", str(out)]) == 0
+    assert main([str(single), "--format", "markdown", "--output", str(out)]) == 0
     assert "## The band across networks" not in out.read_text(encoding="utf-8")

@@ -118,3 +118,18 @@ def test_variant_names_spell_only_non_default_parameters():
     spec = RepairSpec.create("channel_var_shrink", {"points": "logits", "recal_after": True})
     assert spec.variant == "channel_var_shrink[points=logits,recal_after=true]"
     assert RepairSpec.create("none").variant == "none"
+
+
+def test_keys_of_every_built_in_repair_are_those_of_existing_stores():
+    """Pinned as stores written before the catalog held the repair defaults have them: a change
+    here would orphan every stored row."""
+    pinned = {
+        "none": "de5a554a7885fa695bf8147a23a9542435e3e14312364fc2ae602518ac33f7c1",
+        "bn_recal": "9a17f24bca4efb35e5c0330bba19429f353c386ff6fdd3ec2efbb4d6b913653d",
+        "layer_var": "07bfea87561feeed395b660aaa3fef3b5c72d5018585df60770c43f9d253f819",
+        "channel_var": "f652f5bea75c71b707673bf1e6e641e126cb830f57c238ba224fb85c7ae55d45",
+        "channel_var_shrink": "7e445f23c024eee4322c65f88b3d50faed41b62672c180e6e745e59963bc4684",
+        "obs_reconstruct": "55b5e42074c7c84ab4a59208b5864e40f8310655505935ee3cae2f04be46ae6b",
+        "adaprune": "03c06882a9ccb015ea01d8e73255960fceec1f5bfa79210e6d971480d219d666",
+    }
+    assert {method: _trial(repair=method, seed=1).key for method in pinned} == pinned

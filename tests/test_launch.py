@@ -35,7 +35,7 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory):
 
 def _launch(grid: Path, out: Path, checkpoints: Path, cache: Path, *extra: str) -> int:
     return launch.main(
-        ["--grid", str(grid), "--out", str(out), "--checkpoints", str(checkpoints),
+        ["--grid", str(grid), "--store", str(out), "--checkpoints", str(checkpoints),
          "--cache-dir", str(cache), *extra]
     )  # fmt: skip
 
@@ -173,7 +173,7 @@ def test_failing_trial_is_retried_then_recorded_while_the_rest_finish(
 
 def test_dry_run_needs_no_data_checkpoints_or_ray(tmp_path: Path, capsys):
     code = launch.main(
-        ["--grid", "paper", "--dry-run", "--format", "json", "--out", str(tmp_path / "out"),
+        ["--grid", "paper", "--dry-run", "--format", "json", "--store", str(tmp_path / "out"),
          "--checkpoints", str(tmp_path / "none"), "--data-root", str(tmp_path / "nodata")]
     )  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
@@ -197,7 +197,7 @@ def test_dry_run_needs_no_data_checkpoints_or_ray(tmp_path: Path, capsys):
 def test_preflight_errors_exit_2_and_write_nothing(tmp_path: Path, capsys, args, message):
     out = tmp_path / "out"
     code = launch.main(
-        [*args, "--out", str(out), "--checkpoints", str(tmp_path / "none"),
+        [*args, "--store", str(out), "--checkpoints", str(tmp_path / "none"),
          "--data-root", str(tmp_path / "nodata")]
     )  # fmt: skip
     assert code == 2

@@ -68,7 +68,7 @@ def test_a_damaged_checkpoint_stops_the_launch_before_ray_naming_the_file(
     before = _tree(tmp_path)
     out = tmp_path / "out"
     code = launch.main(
-        ["--grid", str(write_grid(tmp_path / "g.yaml")), "--out", str(out),
+        ["--grid", str(write_grid(tmp_path / "g.yaml")), "--store", str(out),
          "--checkpoints", str(tmp_path / "ckpt")]
     )  # fmt: skip
     err = capsys.readouterr().err
@@ -86,7 +86,7 @@ def test_a_damaged_store_file_stops_the_launch_naming_it(tmp_path: Path, checkpo
     name = _damaged_store(out)
     before = _tree(out)
     code = launch.main(
-        ["--grid", str(write_grid(tmp_path / "g.yaml")), "--out", str(out),
+        ["--grid", str(write_grid(tmp_path / "g.yaml")), "--store", str(out),
          "--checkpoints", str(checkpoint_dir)]
     )  # fmt: skip
     err = capsys.readouterr().err
@@ -109,7 +109,7 @@ def test_a_val_split_grid_refuses_a_checkpoint_that_held_out_other_images(
     meta["held_out"]["sha256"] = "0" * 64
     sidecar.write_text(json.dumps(meta))
     out = tmp_path / "out"
-    assert launch.main([*argv[:-1], "--out", str(out)]) == 2
+    assert launch.main([*argv[:-1], "--store", str(out)]) == 2
     err = capsys.readouterr().err
     assert "held out another validation split" in err and str(path) in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
@@ -156,7 +156,7 @@ def test_a_bad_grid_file_is_one_line_naming_the_value(case: str, tmp_path: Path,
     fields, named = BAD_GRID_FILES[case]
     out = tmp_path / "out"
     code = launch.main(
-        ["--grid", str(write_grid(tmp_path / "g.yaml", **fields)), "--out", str(out),
+        ["--grid", str(write_grid(tmp_path / "g.yaml", **fields)), "--store", str(out),
          "--checkpoints", str(tmp_path / "none")]
     )  # fmt: skip
     err = capsys.readouterr().err
@@ -180,7 +180,7 @@ def test_a_bad_flag_is_one_line_naming_the_value(case: str, tmp_path: Path, caps
     args, named = BAD_FLAGS[case]
     out = tmp_path / "out"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    code = launch.main([*argv, "--out", str(out), "--checkpoints", str(tmp_path / "none")])
+    code = launch.main([*argv, "--store", str(out), "--checkpoints", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert code == 2 and named in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not ray.is_initialized()
@@ -189,7 +189,36 @@ def test_a_bad_flag_is_one_line_naming_the_value(case: str, tmp_path: Path, caps
 def test_a_malformed_grid_file_is_one_line_with_its_position(tmp_path: Path, capsys):
     grid = tmp_path / "broken.yaml"
     grid.write_text("datasets: [fashion_mnist\narchs: [resnet20]\n")
-    code = launch.main(["--grid", str(grid), "--out", str(tmp_path / "out")])
+    code = launch.main(["--grid", str(grid), "--store", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "broken.yaml' line 2, column 6" in err
+
+
+def test_a_store_that_is_a_file_is_one_line_and_the_file_is_left_alone(tmp_path: Path, capsys):
+    store = tmp_path / "results.parquet"
+    store.write_bytes(b"someone's table")
+    before = _tree(tmp_path)
+    code = launch.main(
+        ["--grid", str(write_grid(tmp_path / "g.yaml")), "--store", str(store),
+         "--checkpoints", str(tmp_path / "none")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not ray.is_initialized()
+    assert f"--store {store} is a file" in err and len(err.strip().splitlines()) == 1
+    assert {k: v for k, v in _tree(tmp_path).items() if k != "g.yaml"} == before  # no lock file
+
+
+def test_the_old_out_flag_still_names_the_store_with_a_one_line_note(tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    name = _damaged_store(out)  # the dry run reports it: --out was read as the store
+    code = launch.main(
+        ["--grid", str(write_grid(tmp_path / "g.yaml")), "--out", str(out),
+         "--checkpoints", str(tmp_path / "none"), "--dry-run"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0 and f"damaged store file: store file {out}" in captured.out
+    assert name in captured.out
+    assert captured.err.strip().splitlines() == [
+        "note: --out is now --store; the old name will go away"
+    ]

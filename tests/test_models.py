@@ -15,9 +15,8 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from sweep.catalog.archs import ARCH_NAMES, ARCHS, SMALL, get_arch
+from sweep.catalog.archs import ARCH_NAMES, ARCHS, SMALL
 from sweep.core.errors import CheckpointError, UnknownNameError, UserError
-from sweep.tasks import models
 from sweep.tasks.datasets.holdout import holdout
 from sweep.tasks.evaluate import fold_batchnorm
 from sweep.tasks.models import (
@@ -60,7 +59,7 @@ def _forward(model: nn.Module, channels: int, size: int, batch: int = 2) -> torc
 
 def _stem(model: nn.Module, arch: str) -> tuple[nn.Conv2d, nn.Module]:
     """The stem conv and pool, addressed by torchvision's names (no pool: an identity)."""
-    info = get_arch(arch)
+    info = ARCHS[arch]
     pool = model.get_submodule(info.stem_pool) if info.stem_pool else nn.Identity()
     return model.get_submodule(info.stem_conv), pool
 
@@ -179,8 +178,8 @@ def test_catalog_imports_without_torch():
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_catalog_entry_describes_the_built_model(arch):
-    info = get_arch(arch)
-    assert models.ARCHS == ARCH_NAMES and info.name == arch
+    info = ARCHS[arch]
+    assert info.name == arch
     for layout, size in ((SMALL, 32), ("imagenet", 224)):
         if layout not in info.layouts:
             continue
@@ -197,7 +196,7 @@ def test_catalog_entry_describes_the_built_model(arch):
 
 def test_unknown_arch_in_the_catalog():
     with pytest.raises(UnknownNameError, match=r"unknown arch 'vgg16'; expected one of: resnet20"):
-        get_arch("vgg16")
+        ARCHS["vgg16"]
 
 
 def test_unknown_arch_names_the_allowed_ones():
@@ -456,7 +455,7 @@ def test_old_layout_checkpoints_say_how_to_retrain(saved, with_digest):
     _write_old_layout(path, with_digest)
     retrain = (
         "retrain it with python -m sweep.pretrain --dataset fashion_mnist --arch resnet20 "
-        f"--seed 0 --out {path.parent.parent} --force"
+        f"--seed 0 --checkpoints {path.parent.parent} --force"
     )
     for load in (load_checkpoint, lambda p: verify_checkpoint(p, "fashion_mnist", "resnet20", 0)):
         with pytest.raises(OutdatedCheckpointError) as caught:
@@ -572,5 +571,5 @@ def test_a_checkpoint_trained_before_the_validation_split_is_stale(saved):
     assert text.startswith(f"checkpoint {path} was trained before the validation split existed")
     assert text.endswith(
         "retrain it with python -m sweep.pretrain --dataset fashion_mnist --arch resnet20 "
-        f"--seed 0 --out {path.parent.parent} --force"
+        f"--seed 0 --checkpoints {path.parent.parent} --force"
     )

@@ -14,13 +14,13 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from sweep.catalog.archs import ARCH_NAMES, get_arch
+from sweep.catalog.allocations import ALLOCATIONS
+from sweep.catalog.archs import ARCH_NAMES, ARCHS
 from sweep.core.errors import UnknownNameError, UserError
 from sweep.tasks import ranking
 from sweep.tasks.allocations import erk_raw_score
 from sweep.tasks.models import build_model
 from sweep.tasks.prune import (
-    ALLOCATIONS,
     allocate,
     apply_masks,
     compute_masks,
@@ -227,7 +227,7 @@ def test_uniform_plus_on_every_zoo_model(arch):
     layer is the catalog's stem conv and the last its classifier."""
     torch.manual_seed(0)
     model = build_model(arch, num_classes=10, image_size=32)
-    info = get_arch(arch)
+    info = ARCHS[arch]
     layers = prunable_layers(model)
     assert (layers[0][0], layers[-1][0]) == (info.stem_conv, info.classifier_for(32))
     numels = [m.weight.numel() for _, m in layers]
@@ -524,7 +524,7 @@ def test_bad_sparsity(sparsity):
 def test_unknown_allocation():
     with pytest.raises(
         UnknownNameError,
-        match="unknown allocation 'magnitude'; expected one of: erk, lamp, uniform, global",
+        match="unknown allocation 'magnitude'; expected one of: erk, lamp, uniform, uniform_plus,",
     ):
         allocate(lamp_toy(), "magnitude", 0.5)
 

@@ -10,7 +10,7 @@ import pytest
 import ray
 from support import needs_fashion_mnist
 
-from sweep.run.node_cache import CACHE_ENV
+from sweep.core.paths import CACHE_ENV
 
 README = Path(__file__).parents[1] / "README.md"
 

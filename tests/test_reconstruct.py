@@ -12,9 +12,10 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torchvision.models import DenseNet
 
+from sweep.catalog.repair_parameters import AdaPruneParams
 from sweep.core.errors import UserError
 from sweep.tasks import reconstruct
-from sweep.tasks.adaprune import AdaPruneParams, adaprune_layers
+from sweep.tasks.adaprune import adaprune_layers
 from sweep.tasks.models import build_model
 from sweep.tasks.prune import prune
 from sweep.tasks.reconstruct import (

@@ -558,7 +558,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_write_nothing(
 ):
     root = store if kind is None else unusable_store(tmp_path, kind, four_regimes())
     out = tmp_path / "out.md"
-    assert main([str(root), *extra, "--out", str(out)]) == 2
+    assert main([str(root), *extra, "--output", str(out)]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.err.count("\n") == 1, captured.err
     assert captured.err.startswith("error: ") and captured.out == ""
@@ -635,7 +635,7 @@ def variant_store(tmp_path_factory) -> Path:
 
 def test_markdown_numbers_are_the_stores_and_the_regime_tables(variant_store, tmp_path, capsys):
     out = tmp_path / "results.md"
-    assert main([str(variant_store), "--format", "markdown", "--out", str(out)]) == 0
+    assert main([str(variant_store), "--format", "markdown", "--output", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote {out}\n"
     text = out.read_text(encoding="utf-8")
     frame = load_results(variant_store, ["checkpoint_sha256", "eval_size"]).frame
@@ -681,15 +681,15 @@ def test_markdown_numbers_are_the_stores_and_the_regime_tables(variant_store, tm
     assert provenance["dense checkpoints (sha256)"] == f"`{frame['checkpoint_sha256'][0][:12]}`"
     assert provenance["eval images"] == "2000" and provenance["calibration seeds"] == "0, 1, 2"
     assert provenance["skipped damaged files"] == "none"
-    command = f"python -m analysis.regimes {variant_store} --format markdown --out {out}"
+    command = f"python -m analysis.regimes {variant_store} --format markdown --output {out}"
     assert f"    {command}\n" in text
 
 
 def test_markdown_regeneration_rewrites_the_whole_document(variant_store, tmp_path, capsys):
     out = tmp_path / "results.md"
-    assert main([str(variant_store), "--format", "markdown", "--out", str(out)]) == 0
+    assert main([str(variant_store), "--format", "markdown", "--output", str(out)]) == 0
     out.write_text(out.read_text(encoding="utf-8") + "\n## Notes\n\nWritten by hand.\n")
-    argv = [str(variant_store), "--format", "markdown", "--out", str(out), "--repair", TAU_HALF]
+    argv = [str(variant_store), "--format", "markdown", "--output", str(out), "--repair", TAU_HALF]
     assert main(argv) == 0
     text = out.read_text(encoding="utf-8")
     assert "Written by hand" not in text
@@ -729,3 +729,13 @@ def test_unusable_rows_and_failed_curves_are_named_not_dropped(tmp_path):
     failed = one(tables.boundaries, dataset="svhn")
     assert failed["status"] == "no data" and "missing sparsities: 0.9, 0.92" in failed["flags"]
     assert set(tables.regimes["regime"]) == {"unknown"}
+
+
+def test_the_old_out_flag_still_writes_the_document_with_a_one_line_note(
+    variant_store: Path, tmp_path: Path, capsys
+):
+    out = tmp_path / "results.md"
+    assert main([str(variant_store), "--format", "markdown", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert out.read_text().startswith("# prune-sweep results")
+    assert captured.err == "note: --out is now --output; the old name will go away\n"

@@ -14,6 +14,8 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torchvision.models import DenseNet
 
+from sweep.catalog.repair_parameters import MatchParams, ShrinkParams
+from sweep.catalog.repairs import REPAIRS, repair_params
 from sweep.core.errors import UnknownNameError, UserError
 from sweep.tasks import data
 from sweep.tasks import evaluate as evaluate_module
@@ -22,12 +24,9 @@ from sweep.tasks.models import build_model
 from sweep.tasks.prune import prune
 from sweep.tasks.repair import (
     REPAIR_METHODS,
-    REPAIRS,
     ChannelAffine,
     DenseStats,
-    MatchParams,
     Moments,
-    ShrinkParams,
     attach_repair_points,
     channel_affine,
     count_calibration_passes,
@@ -35,7 +34,6 @@ from sweep.tasks.repair import (
     load_repaired_state,
     repair,
     repair_param_count,
-    repair_params,
     repair_points,
     shrink_affine,
 )
@@ -44,6 +42,7 @@ from sweep.tasks.repair_points import stage_plan
 
 torch.set_num_threads(1)  # the CPU is shared: one thread avoids OpenMP spin under load
 STAT_METHODS = ("layer_var", "channel_var", "channel_var_shrink")
+BUILT_IN_METHODS = tuple(REPAIRS)  # before any test loads a plugin's repairs
 
 
 def _images(count: int, channels: int = 1, size: int = 28, seed: int = 0) -> torch.Tensor:
@@ -245,7 +244,7 @@ def test_repair_never_sees_labels(resnet20, tmp_path, monkeypatch):
     pruned, _ = _pruned(resnet20)
     stats = dense_statistics(resnet20, calibration)
     assert stats.calibration_key == calibration.key
-    for method in REPAIRS:  # the layer-wise methods included: they need the dense model
+    for method in BUILT_IN_METHODS:  # the layer-wise methods included: they need the dense model
         repair(pruned, method, calibration, dense=resnet20)
         if not REPAIR_METHODS[method].needs_dense_model:
             repair(pruned, method, calibration, dense_stats=stats)
@@ -257,7 +256,7 @@ def test_repair_never_sees_labels(resnet20, tmp_path, monkeypatch):
         repair(pruned, "bn_recal", labelled)
 
 
-@pytest.mark.parametrize("method", REPAIRS)
+@pytest.mark.parametrize("method", BUILT_IN_METHODS)
 def test_pruned_zeros_stay_zero(method, resnet20, monkeypatch):
     """Checked on the model evaluate() runs: the repaired model with BatchNorm folded in."""
     pruned, masks = _pruned(resnet20, sparsity=0.95)

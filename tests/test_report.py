@@ -22,17 +22,17 @@ from synthetic_store import (
 )
 
 from analysis import figures
-from analysis.layers import density_profiles
+from analysis.layers import read_layer_densities
 from analysis.loading import load_results
 from analysis.regimes import AnalysisInputError, regime_table
 from analysis.report import (
     EXTRA_COLUMNS,
     choose_density_sparsity,
     default_output,
-    fidelity_points,
     main,
     write_report,
 )
+from analysis.sections import fidelity_points
 from sweep.results.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_every_figure_is_valid_plotly(parts):
         figures.accuracy_panels(tables),
         figures.difference_map(tables),
         figures.boundary_against_tau(tables),
-        figures.density_profiles(density_profiles(results.scan, 0.92), 0.92),
+        figures.layer_density_lines(read_layer_densities(results.scan, 0.92), 0.92),
         figures.fidelity_scatter(fidelity_points(results.frame)),
     ]
     for fig in built:
@@ -163,8 +163,8 @@ def test_difference_map_greys_cells_at_chance_and_explains_every_mark(parts):
     assert [t["name"] for t in legend] == [text for _, text in figures.WINNER_MARKS.values()]
 
 
-def test_density_profiles_read_one_row_per_allocation(store):
-    profiles = density_profiles(open_store(store), 0.94)
+def test_layer_densities_read_one_row_per_allocation(store):
+    profiles = read_layer_densities(open_store(store), 0.94)
     per_curve = profiles.groupby(["dataset", "arch", "allocation"]).size()
     assert len(per_curve) == 4 and (per_curve == len(layer_names("resnet20"))).all()
     assert profiles["density"].between(0, 1).all()

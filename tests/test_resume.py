@@ -20,7 +20,7 @@ ROOT = Path(__file__).parents[1]
 
 def _command(grid: Path, out: Path, checkpoints: Path, cache: Path) -> list[str]:
     return [
-        sys.executable, "-m", "sweep.launch", "--grid", str(grid), "--out", str(out),
+        sys.executable, "-m", "sweep.launch", "--grid", str(grid), "--store", str(out),
         "--checkpoints", str(checkpoints), "--cache-dir", str(cache), "--max-concurrent", "1",
     ]  # fmt: skip
 

@@ -15,9 +15,9 @@ import pytest
 from synthetic_store import DAMAGE_KINDS, damage, make_row, write_key_schema_1
 
 from sweep.plan.identity import KEY_SCHEMA
+from sweep.results.legacy import upgrade_store
 from sweep.results.schema import COLUMN_DOCS, FILE_SCHEMA, RESULT_SCHEMA
 from sweep.results.store import ResultStore, StoreError, open_store, read_results
-from sweep.upgrade import upgrade_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

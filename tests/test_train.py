@@ -239,8 +239,11 @@ FM = ["--dataset", "fashion_mnist", "--arch", "resnet20"]
         ([*FM, "--seed", "-1"], "seed -1 is not allowed; expected an integer from 0 to"),
         ([*FM, "--seed", "x"], "--seed: invalid int value: 'x'"),
         ([*FM, "--seed", "1.5"], "--seed: invalid int value: '1.5'"),
-        ([*FM, "--out", "a_file"], "output folder a_file/fashion_mnist cannot be created: a_file"),
-        ([*FM, "--out", "a_file/sub"], "cannot be created: a_file is a file"),
+        (
+            [*FM, "--checkpoints", "a_file"],
+            "output folder a_file/fashion_mnist cannot be created: a_file",
+        ),
+        ([*FM, "--checkpoints", "a_file/sub"], "cannot be created: a_file is a file"),
         ([*FM, "--colour", "blue"], "unrecognized arguments: --colour blue"),
         (["--arch", "resnet20"], "the following arguments are required: --dataset"),
         (["--dataset", "cifar10", "--arch", "resnet20", "--data-root", "empty"], "cifar10"),
@@ -255,7 +258,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(
     out = tmp_path / "ckpt"
     _existing_checkpoints(out)
     before = _files(tmp_path)
-    argv = args if "--out" in args else [*args, "--out", str(out)]
+    argv = args if "--checkpoints" in args else [*args, "--checkpoints", str(out)]
     assert pretrain_main([*argv, "--no-progress"]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -268,7 +271,7 @@ def test_cli_refuses_to_replace_an_unverifiable_checkpoint(tmp_path):
     """As a user runs it: one line, exit 2, the existing file untouched."""
     out = tmp_path / "ckpt"
     _existing_checkpoints(out)
-    result = _pretrain(*FM, "--out", str(out), cwd=tmp_path)
+    result = _pretrain(*FM, "--checkpoints", str(out), cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "sidecar" in lines[0] and "--force" in lines[0], result.stderr

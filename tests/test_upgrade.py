@@ -99,7 +99,7 @@ def test_upgrade_maps_both_spellings_to_one_key_and_keeps_every_measurement(lega
 def test_a_dry_run_counts_the_old_rows_as_done(legacy, tmp_path: Path, capsys):
     store, checkpoints = legacy
     code = launch.main(
-        ["--grid", str(LEGACY_GRID), "--out", str(store), "--checkpoints", str(checkpoints),
+        ["--grid", str(LEGACY_GRID), "--store", str(store), "--checkpoints", str(checkpoints),
          "--dry-run", "--format", "json"]
     )  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
@@ -114,7 +114,7 @@ def test_resuming_an_old_store_runs_only_the_new_trials(legacy, tmp_path: Path, 
     grid_file = tmp_path / "legacy.yaml"
     grid_file.write_text(yaml.safe_dump(grid))
     code = launch.main(
-        ["--grid", str(grid_file), "--out", str(store), "--checkpoints", str(checkpoints),
+        ["--grid", str(grid_file), "--store", str(store), "--checkpoints", str(checkpoints),
          "--cache-dir", str(tmp_path / "cache")]
     )  # fmt: skip
     assert code == 0
@@ -128,3 +128,38 @@ def test_resuming_an_old_store_runs_only_the_new_trials(legacy, tmp_path: Path, 
     ]  # fmt: skip
     old_finished = set(_old_rows()["finished_at"])
     assert frame.loc[frame["sparsity"] != 0.7, "finished_at"].isin(old_finished).all()
+
+
+def _damaged_only(root: Path) -> None:
+    bad = root / "dataset=fashion_mnist" / "arch=resnet20" / "part-0.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PAR1 and then the disk filled up")
+
+
+def _other_files(root: Path) -> None:
+    root.mkdir()
+    (root / "notes.txt").write_text("not a result store\n")
+
+
+NOT_A_STORE = {
+    "missing folder": (lambda root: None, "does not exist"),
+    "a folder of other files": (_other_files, "is not a prune-sweep result store"),
+    "only damaged files": (_damaged_only, "(all 1 Parquet files are damaged)"),
+}
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("case", sorted(NOT_A_STORE))
+def test_a_folder_that_is_not_a_store_exits_2_in_one_line_and_is_left_alone(
+    case: str, dry_run: bool, tmp_path: Path, capsys
+):
+    root = tmp_path / "store"
+    make, message = NOT_A_STORE[case]
+    make(root)
+    before = sorted(tmp_path.rglob("*"))
+    code = upgrade.main([str(root), *(["--dry-run"] if dry_run else [])])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and captured.out == "" and len(lines) == 1
+    assert message in lines[0] and str(root) in lines[0]
+    assert sorted(tmp_path.rglob("*")) == before  # no backup, nothing moved

@@ -8,7 +8,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from sweep.catalog.archs import CONV_BLOCK_OUTPUTS, get_arch
+from sweep.catalog.allocations import ALLOCATIONS
+from sweep.catalog.archs import ARCHS, CONV_BLOCK_OUTPUTS
 from sweep.core.errors import UserError
 from sweep.tasks import train
 from sweep.tasks.datasets.holdout import holdout
@@ -20,7 +21,7 @@ from sweep.tasks.models import (
     load_checkpoint,
     save_checkpoint,
 )
-from sweep.tasks.prune import ALLOCATIONS, prunable_layers, prune
+from sweep.tasks.prune import prunable_layers, prune
 from sweep.tasks.repair import (
     ChannelAffine,
     count_calibration_passes,
@@ -95,7 +96,7 @@ def test_cifar_form_parameter_count():
 def test_quarter_width_vgg16_is_vgg16_with_a_quarter_of_the_channels():
     """The `baselines` grid's VGG: VGG-16-BN's layout (13 convs, the same block ends and repair
     points) with every width divided by 4, small inputs only, no ImageNet weights to load."""
-    info = get_arch("vgg16_bn_quarter")
+    info = ARCHS["vgg16_bn_quarter"]
     assert info.layouts == ("small",) and not info.imagenet_weights and not info.residual
     full = build_model("vgg16_bn", 10, in_channels=1, image_size=28)
     quarter = build_model("vgg16_bn_quarter", 10, in_channels=1, image_size=28).eval()
@@ -151,7 +152,7 @@ def test_cifar_form_prunes_under_every_allocation(dense, allocation):
     assert sum(layer.kept for layer in report.layers) == kept
     assert sum(int((m.weight != 0).sum()) for _, m in layers) == kept  # randn: no zeros before
     assert [name for name, _ in layers][0] == "features.0"
-    assert [name for name, _ in layers][-1] == get_arch("vgg16_bn").classifier_for(32)
+    assert [name for name, _ in layers][-1] == ARCHS["vgg16_bn"].classifier_for(32)
     if allocation == "uniform_plus":
         assert report.layers[0].density == 1.0 and report.layers[-1].density >= 0.2
 
@@ -162,7 +163,7 @@ def test_cifar_form_prunes_under_every_allocation(dense, allocation):
 def test_repair_points_are_block_outputs_and_logits():
     for arch, ends in BLOCK_ENDS.items():
         model = build_model(arch, 10, image_size=32)
-        assert repair_family(model) == get_arch(arch).repair_family == CONV_BLOCK_OUTPUTS
+        assert repair_family(model) == ARCHS[arch].repair_family == CONV_BLOCK_OUTPUTS
         points = repair_points(model)
         assert [p.name for p in points] == [
             *(f"features.{end}.repair_out" for end in ends),
@@ -272,7 +273,7 @@ def test_imagenet_form_is_torchvisions_vgg16_bn():
     assert sum(p.numel() for p in model.parameters()) == sum(
         p.numel() for p in reference.parameters()
     )
-    assert model.get_submodule(get_arch("vgg16_bn").classifier_for(224)).out_features == 100
+    assert model.get_submodule(ARCHS["vgg16_bn"].classifier_for(224)).out_features == 100
     with torch.no_grad():
         assert model(_images(1, size=224)).shape == (1, 100)
     assert [p.name for p in repair_points(model)][-1] == "classifier.6.repair_out"

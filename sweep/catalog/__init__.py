@@ -1,4 +1,6 @@
-"""Torch-free facts about every dataset and architecture: one registry entry each.
+"""Torch-free facts about every dataset, architecture, allocation and repair method: one registry
+per family (`registry.Registry`), one entry per name, looked up by subscript.
 
-The analysis, the grid validator and the CLIs import these without paying for torch.
+The trial identity, the grid validator, the analysis and the CLIs import these without paying for
+torch; `sweep.tasks` implements the allocations and repairs against these names.
 """

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sweep.core.errors import UnknownNameError, UserError
+from sweep.catalog.registry import Registry, named_registry
+from sweep.core.errors import UserError
 
 # Inputs at most this large get the small-image layout (3x3 stride-1 stem conv, no max-pool);
 # larger ones keep torchvision's ImageNet layout (7x7 stride-2 conv + max-pool).
@@ -135,9 +136,9 @@ def _vgg_bn(name: str, convs_per_stage: tuple[int, ...], width_divisor: int = 1)
     )
 
 
-ARCHS: dict[str, ArchInfo] = {
-    info.name: info
-    for info in (
+ARCHS: Registry[ArchInfo] = named_registry(
+    "arch",
+    (
         _cifar_resnet(20),
         _cifar_resnet(32),
         _cifar_resnet(56),
@@ -161,14 +162,6 @@ ARCHS: dict[str, ArchInfo] = {
         # of the multiply-adds): the plain, non-residual network a 2-core machine can train and
         # sweep in the `baselines` grid's budget.
         _vgg_bn("vgg16_bn_quarter", (2, 2, 3, 3, 3), width_divisor=4),
-    )
-}
+    ),
+)
 ARCH_NAMES: tuple[str, ...] = tuple(ARCHS)
-
-
-def get_arch(name: object) -> ArchInfo:
-    """The entry of `name`; UnknownNameError lists the known architectures."""
-    try:
-        return ARCHS[name]  # type: ignore[index]
-    except (KeyError, TypeError):
-        raise UnknownNameError("arch", name, ARCH_NAMES) from None

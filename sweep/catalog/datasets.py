@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from sweep.catalog.registry import Registry, named_registry
+
 EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
 
@@ -122,9 +124,9 @@ def _cifar(
     )
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
+DATASETS: Registry[DatasetInfo] = named_registry(
+    "dataset",
+    (
         DatasetInfo(
             name="fashion_mnist",
             num_classes=10,
@@ -221,6 +223,6 @@ DATASETS: dict[str, DatasetInfo] = {
             download=None,  # ImageNet's licence: a user provides the files
             class_ids=_IMAGENET100_WNIDS,
         ),
-    )
-}
+    ),
+)
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)

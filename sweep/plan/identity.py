@@ -4,7 +4,8 @@ A `TrialConfig` canonicalises itself on construction, so every path that builds 
 expansion, a Tune worker rebuilding it from its dict, the store upgrade) gets the same key:
 
 - a repair's parameters get every default filled in (`channel_var_shrink` and
-  `{method: channel_var_shrink, params: {recal_after: false}}` are one trial);
+  `{method: channel_var_shrink, params: {recal_after: false}}` are one trial), from the
+  torch-free catalog (`sweep.catalog.repairs`), so planning and the analysis never import torch;
 - a repair that draws no calibration set (`none`) has seed 0 and calib_size 0;
 - an eval_limit at least as large as the dataset's test split means "the whole split" (None);
 - the sparsity is rounded to SPARSITY_DECIMALS.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.catalog.datasets import DATASETS
+from sweep.catalog.repairs import REPAIRS, repair_params
 from sweep.plan.variants import variant_name
 
 KEY_SCHEMA = 3
@@ -35,17 +37,16 @@ SPARSITY_DECIMALS = 6
 EVAL_PRECISIONS = ("fp32", "bf16")
 
 
-def _registry_entry(method: str) -> Any:
-    from sweep.tasks.repair import get_repair  # torch: only where a key is really made
-
-    return get_repair(method)
-
-
 def full_repair_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """Every parameter of `method`, defaults filled in, validated and typed (UserError if bad)."""
-    from sweep.tasks.repair import repair_params
+    return dict(_full_repair_params(method, json.dumps(params, sort_keys=True)))
 
-    return dataclasses.asdict(repair_params(method, **params))
+
+@functools.lru_cache(maxsize=256)
+def _full_repair_params(method: str, params: str) -> dict[str, Any]:
+    """Memoised on the JSON of the parameters (callers get a copy): a 100k-point plan builds
+    every config's parameters, and a grid has only a handful of distinct ones."""
+    return dataclasses.asdict(repair_params(method, **json.loads(params)))
 
 
 def non_default_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def non_default_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def uses_calibration(method: str) -> bool:
     """Whether the method draws a calibration set, i.e. whether seed and calib_size apply."""
-    return _registry_entry(method).uses_calibration
+    return REPAIRS[method].uses_calibration
 
 
 def canonical_eval_limit(dataset: str, split: str, eval_limit: int | None) -> int | None:
@@ -149,7 +150,8 @@ class TrialConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {**values, "repair_params": dict(self.repair_params)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:

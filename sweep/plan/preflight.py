@@ -9,17 +9,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from sweep.catalog.allocations import ALLOCATIONS
+from sweep.catalog.datasets import DATASETS
+from sweep.core import paths
 from sweep.core.errors import CheckpointError, UserError
 from sweep.plan.cells import group_cells
 from sweep.plan.grid import Digests, Grid, checkpoints_needed, expand
 from sweep.plan.identity import TrialConfig
+from sweep.results.legacy import legacy_finished_keys
 from sweep.results.store import ResultStore
-from sweep.tasks import data, models
-from sweep.upgrade import legacy_finished_keys
+from sweep.tasks import data, models, prune
+from sweep.tasks.allocations import allocate_counts
+from sweep.tasks.datasets.holdout import Holdout
+
+SplitReader = Callable[[str], Holdout]
 
 
 @dataclass
@@ -35,6 +45,9 @@ class Plan:
     damaged_files: list[str] = field(default_factory=list)
     legacy_files: int = 0
     data_root: Path | None = None
+    checkpoint_dir: Path = paths.CHECKPOINTS
+    digests: Digests = field(default_factory=dict)
+    eval_precision: str = "fp32"
 
     @functools.cached_property
     def todo(self) -> list[TrialConfig]:
@@ -100,23 +113,15 @@ def make_plan(
     done under today's keys (the launcher upgrades them before it writes).
     """
     missing_data = [name for name in grid.datasets if data.find_data(name, data_root) is None]
-    digests: Digests = {}
-    missing, bad = [], []
-    held_out: dict[str, str] = {}  # validation-split digest per dataset: opening a split is I/O
-    for dataset, arch, replicate in checkpoints_needed(grid):
-        path = models.checkpoint_path(checkpoint_dir, dataset, arch, replicate)
-        if not path.exists():
-            missing.append((dataset, arch, replicate))
-            continue
-        try:
-            meta = models.verify_checkpoint(path, dataset, arch, replicate)
-            if grid.eval_split == "val" and dataset not in missing_data:
-                if dataset not in held_out:
-                    held_out[dataset] = data.validation_split(dataset, data_root).digest
-                _check_held_out(path, meta, held_out[dataset])
-            digests[(dataset, arch, replicate)] = meta.sha256
-        except CheckpointError as error:
-            bad.append(str(error))
+    splits = _split_reader(data_root)
+    present = [name for name in grid.datasets if name not in missing_data]
+    problems = _replicate_problems(grid) + _reach_problems(grid)
+    problems += _calibration_problems(grid, present, splits)
+    if problems:
+        raise UserError(f"cannot run grid {grid.name!r}: " + "; ".join(problems))
+    digests, missing, bad = _verify_checkpoints(
+        grid, checkpoints_needed(grid), checkpoint_dir, splits, missing_data
+    )
     damaged, legacy, done = _store_state(store)
     return Plan(
         grid=grid,
@@ -128,7 +133,124 @@ def make_plan(
         damaged_files=damaged,
         legacy_files=legacy,
         data_root=data_root,
+        checkpoint_dir=checkpoint_dir,
+        digests=digests,
+        eval_precision=eval_precision,
     )
+
+
+def add_trained_checkpoints(plan: Plan) -> Plan:
+    """`plan` once its missing checkpoints are trained: only those files are verified, and the
+    trials that needed them get their checkpoint digest (hence their keys)."""
+    digests, missing, bad = _verify_checkpoints(
+        plan.grid, plan.missing_checkpoints, plan.checkpoint_dir, _split_reader(plan.data_root), []
+    )
+    problems = bad + [f"training did not write {d}/{a} replicate {r}" for d, a, r in missing]
+    if problems:
+        raise UserError(f"cannot run grid {plan.grid.name!r}: " + "; ".join(problems))
+    digests = {**plan.digests, **digests}
+    return dataclasses.replace(
+        plan,
+        trials=expand(plan.grid, digests, plan.eval_precision),
+        missing_checkpoints=[],
+        digests=digests,
+    )
+
+
+def _verify_checkpoints(
+    grid: Grid,
+    needed: list[tuple[str, str, int]],
+    checkpoint_dir: Path,
+    splits: SplitReader,
+    missing_data: list[str],
+) -> tuple[Digests, list[tuple[str, str, int]], list[str]]:
+    """(digest per present checkpoint, the missing ones, problems of bad ones): each file hashed,
+    opened and, for val-split grids, checked to hold out this copy's validation split."""
+    digests: Digests = {}
+    missing, bad = [], []
+    for dataset, arch, replicate in needed:
+        path = paths.checkpoint_file(checkpoint_dir, dataset, arch, replicate)
+        if not path.exists():
+            missing.append((dataset, arch, replicate))
+            continue
+        try:
+            meta = models.verify_checkpoint(path, dataset, arch, replicate)
+            if grid.eval_split == "val" and dataset not in missing_data:
+                _check_held_out(path, meta, splits(dataset).digest)
+            digests[(dataset, arch, replicate)] = meta.sha256
+        except CheckpointError as error:
+            bad.append(str(error))
+    return digests, missing, bad
+
+
+def _split_reader(data_root: Path | None) -> SplitReader:
+    """The validation split of a dataset found under `data_root`, each opened once: opening a
+    train split is I/O."""
+    return functools.cache(lambda name: data.validation_split(name, data_root))
+
+
+def _replicate_problems(grid: Grid) -> list[str]:
+    """Replicates that cannot seed a checkpoint's training, hence cannot name its file."""
+    problems = []
+    for replicate in grid.replicates:
+        try:
+            models.check_seed(replicate)
+        except UserError as error:
+            problems.append(f"replicate {replicate!r} cannot name a checkpoint: {error}")
+    return problems
+
+
+def _reach_problems(grid: Grid) -> list[str]:
+    """Sparsities an allocation cannot reach for an architecture, told from layer shapes once
+    per (dataset, arch) instead of failing every such trial on the cluster."""
+    allocations = [name for name in grid.allocations if ALLOCATIONS[name].from_shapes]
+    problems = []
+    for dataset, arch in grid.pairs if allocations else ():
+        weights = _shape_weights(dataset, arch)
+        for allocation in allocations:
+            refused = _refused(allocation, weights, grid.sparsities)
+            if refused:
+                lowest, *higher = refused
+                also = f"; also refused: {', '.join(map(repr, higher))}" if higher else ""
+                problems.append(f"{dataset} × {arch}: {refused[lowest]}{also}")
+    return problems
+
+
+def _shape_weights(dataset: str, arch: str) -> list[torch.Tensor]:
+    """The prunable weights of `arch` for `dataset`, on the meta device: shapes, no values."""
+    info = DATASETS[dataset]
+    with torch.device("meta"):
+        model = models.build_model(arch, info.num_classes, info.in_channels, info.image_size)
+    return [module.weight for _, module in prune.prunable_layers(model)]
+
+
+def _refused(
+    allocation: str, weights: Sequence[torch.Tensor], sparsities: Sequence[float]
+) -> dict[float, UserError]:
+    """The allocation's refusal of each sparsity it cannot reach, lowest sparsity first."""
+    refused = {}
+    for sparsity in sorted(sparsities):
+        try:
+            allocate_counts(allocation, weights, sparsity)
+        except UserError as error:
+            refused[sparsity] = error
+    return refused
+
+
+def _calibration_problems(grid: Grid, present: list[str], splits: SplitReader) -> list[str]:
+    """A calib_size larger than a dataset's calibration pool (its train split minus the
+    validation split), for the datasets found: it would fail every retry of every trial."""
+    if not any(repair.uses_calibration for repair in grid.repairs):
+        return []
+    problems = []
+    for name in present:
+        pool = len(splits(name).train)
+        if grid.calib_size > pool:
+            problems.append(
+                f"calib_size {grid.calib_size} exceeds the {pool} train images of {name} "
+                f"outside its validation split; expected at most {pool}"
+            )
+    return problems
 
 
 def _store_state(store: ResultStore) -> tuple[list[str], int, set[str]]:
@@ -151,8 +273,10 @@ def _store_state(store: ResultStore) -> tuple[list[str], int, set[str]]:
 
 def refresh_store(plan: Plan, store: ResultStore) -> Plan:
     """`plan` with the store read again (after taking its lock, moving it aside or upgrading
-    it); checkpoints and data are not checked a second time."""
+    it); checkpoints and data are not checked a second time, only the store's files are."""
     damaged, legacy, done = _store_state(store)
+    if damaged:
+        raise UserError(f"cannot run grid {plan.grid.name!r}: " + "; ".join(damaged))
     return dataclasses.replace(plan, done_keys=done, damaged_files=damaged, legacy_files=legacy)
 
 

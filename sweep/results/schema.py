@@ -7,6 +7,7 @@ directory names (`dataset=…/arch=…/`), not inside the Parquet files.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 PARTITION_COLUMNS: tuple[str, ...] = ("dataset", "arch")
@@ -109,6 +110,15 @@ FILE_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in COLUMNS])
 RESULT_SCHEMA = pa.schema(
     [pa.field(name, pa.string()) for name in PARTITION_COLUMNS] + list(FILE_SCHEMA)
 )
+
+
+def integer_range(column: str) -> tuple[int, int]:
+    """The smallest and largest value an integer column holds: a grid's seeds must fit in the
+    row that records them."""
+    info = np.iinfo(FILE_SCHEMA.field(column).type.to_pandas_dtype())
+    return int(info.min), int(info.max)
+
+
 COLUMN_DOCS: dict[str, str] = {name: doc for name, _, doc in COLUMNS} | {
     "dataset": "dataset name (partition key)",
     "arch": "architecture name (partition key)",

@@ -21,16 +21,10 @@ from typing import Any
 import torch
 
 from sweep.core.atomic import atomic_write
+from sweep.core.paths import default_cache_dir
 
-CACHE_ENV = "PRUNE_SWEEP_CACHE"
 FILL_LOG = "fills.log"
 _MEMO_ENTRIES = 16
-
-
-def default_cache_dir() -> Path:
-    """$PRUNE_SWEEP_CACHE, else ~/.cache/prune-sweep: resolved on the node that uses it, so
-    every node of a cluster keeps its own cache, whatever a worker's working directory is."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "prune-sweep")
 
 
 class ArtifactCache:

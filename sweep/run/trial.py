@@ -128,6 +128,45 @@ class DeviceCalibration:
         return iter(self.batches)
 
 
+@dataclass(frozen=True)
+class DenseEval:
+    """The dense checkpoint on a cell's eval images: what every point is compared against."""
+
+    logits: torch.Tensor  # float32, on the CPU
+    top1: float
+    correct: bytes  # per image, packed as the store's `correct` column
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, labels: np.ndarray) -> DenseEval:
+        correct = (logits.argmax(1) == torch.as_tensor(labels)).numpy()
+        return cls(logits, float(correct.mean()), np.packbits(correct).tobytes())
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """A cell's masks and what the store records about them (one per checkpoint, allocation
+    and sparsity). Cached as a plain dict (`to_state`), which loads with weights_only=True."""
+
+    masks: dict[str, torch.Tensor]
+    achieved_sparsity: float
+    layer_names: list[str]
+    layer_density: list[float]
+    forced_dense: list[str]
+
+    @classmethod
+    def of(cls, report: prune.PruneReport) -> Pruning:
+        return cls(
+            masks=report.masks,
+            achieved_sparsity=report.achieved_sparsity,
+            layer_names=[layer.name for layer in report.layers],
+            layer_density=[layer.density for layer in report.layers],
+            forced_dense=list(report.forced_dense),
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class CellInputs:
     """What a cell's points share: the dense model, its eval results, the pruned model."""
@@ -135,9 +174,9 @@ class CellInputs:
     dense: torch.nn.Module
     meta: models.CheckpointMeta
     eval_set: data.EvalSet
-    dense_eval: dict[str, Any]  # logits, top1, per-image correctness
+    dense_eval: DenseEval
     pruned: torch.nn.Module
-    pruning: dict[str, Any]
+    pruning: Pruning
     device: torch.device
     placement: Placement
 
@@ -161,7 +200,7 @@ STAGES = ("load", "prune", "repair", "eval")
 
 def load_cell(
     head: TrialConfig, context: TrialContext, cache: ArtifactCache, device: torch.device
-) -> tuple[torch.nn.Module, models.CheckpointMeta, data.EvalSet, dict[str, Any]]:
+) -> tuple[torch.nn.Module, models.CheckpointMeta, data.EvalSet, DenseEval]:
     """Dense model, eval set and dense eval results of a cell, each computed once per node."""
     dense, meta = load_dense(head, context, device)
     if meta.sha256 != head.checkpoint_sha256:
@@ -174,26 +213,28 @@ def load_cell(
         split=head.eval_split,
     )  # fmt: skip
     precision = head.eval_precision  # as planned, on any device: it is part of the key
-    dense_eval = cache.get_or_create(
+    logits = cache.get_or_create(
         "dense_logits",
         f"{meta.sha256[:24]}-{eval_set.key[:24]}-{precision}",
-        lambda: _dense_eval(dense, eval_set, device, precision),
-    )
-    correct = (dense_eval["logits"].argmax(1) == torch.as_tensor(eval_set.labels)).numpy()
-    return dense, meta, eval_set, {**dense_eval, "correct": np.packbits(correct).tobytes()}
+        lambda: {"logits": _dense_logits(dense, eval_set, device, precision)},
+    )["logits"]
+    return dense, meta, eval_set, DenseEval.of(logits, eval_set.labels)
 
 
 def prune_cell(
     head: TrialConfig, dense: torch.nn.Module, sha256: str, cache: ArtifactCache
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[torch.nn.Module, Pruning]:
     """A pruned copy of the dense model; masks shared per (checkpoint, allocation, sparsity)."""
-    pruning = cache.get_or_create(
+    state = cache.get_or_create(
         "masks",
         f"{sha256[:24]}-{head.allocation}-{head.sparsity:.6f}",
-        lambda: _masks_and_report(dense, head),
+        lambda: Pruning.of(
+            prune.prune(copy.deepcopy(dense), head.allocation, head.sparsity)
+        ).to_state(),
     )
+    pruning = Pruning(**state)
     model = copy.deepcopy(dense)
-    prune.apply_masks(model, pruning["masks"])
+    prune.apply_masks(model, pruning.masks)
     return model, pruning
 
 
@@ -202,7 +243,7 @@ def calibration_for(
 ) -> tuple[DeviceCalibration | None, repair.DenseStats | None]:
     """The point's calibration batches on the device and, where its repair matches the dense
     model's statistics, those statistics: both shared by every point that draws this set."""
-    method = repair.get_repair(config.repair)
+    method = repair.REPAIR_METHODS[config.repair]
     if not method.uses_calibration:
         return None, None
 
@@ -242,14 +283,14 @@ def run_point(
             calibration,
             dense=inputs.dense,
             dense_stats=dense_stats,
-            masks=inputs.pruning["masks"],
+            masks=inputs.pruning.masks,
             **config.repair_params,
         )
     with watch.stage("eval"):
         evaluation = evaluate.evaluate_per_image(
             repaired,
             inputs.eval_set,
-            dense_logits=inputs.dense_eval["logits"],
+            dense_logits=inputs.dense_eval.logits,
             device=inputs.device,
             precision=config.eval_precision,
         )
@@ -262,17 +303,17 @@ def _measurements(
     """A point's store columns, less the stage times (see run_cell)."""
     return {
         "num_classes": inputs.meta.num_classes,
-        "achieved_sparsity": inputs.pruning["achieved_sparsity"],
+        "achieved_sparsity": inputs.pruning.achieved_sparsity,
         "eval_size": len(inputs.eval_set),
-        "dense_top1": float(inputs.dense_eval["top1"]),
+        "dense_top1": inputs.dense_eval.top1,
         **evaluation.metrics.to_dict(),
         "predictions": evaluation.predictions,
         "correct": evaluation.packed_correct(),
-        "dense_correct": inputs.dense_eval["correct"],
+        "dense_correct": inputs.dense_eval.correct,
         "repair_extra_params": extra_params,
-        "layer_names": inputs.pruning["layer_names"],
-        "layer_density": inputs.pruning["layer_density"],
-        "forced_dense": inputs.pruning["forced_dense"],
+        "layer_names": inputs.pruning.layer_names,
+        "layer_density": inputs.pruning.layer_density,
+        "forced_dense": inputs.pruning.forced_dense,
         **dataclasses.asdict(inputs.placement),
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
@@ -318,24 +359,11 @@ def run_trial(config: TrialConfig, context: TrialContext) -> PointOutcome:
     return next(run_cell(Cell((config,)), context))
 
 
-def _dense_eval(
+def _dense_logits(
     dense: torch.nn.Module, eval_set: data.EvalSet, device: torch.device, precision: str
-) -> dict[str, Any]:
+) -> torch.Tensor:
     logits = evaluate.predict_logits(dense, eval_set, device=device, precision=precision)
-    logits = logits.float().cpu()
-    labels = torch.as_tensor(eval_set.labels)
-    return {"logits": logits, "top1": (logits.argmax(1) == labels).float().mean()}
-
-
-def _masks_and_report(dense: torch.nn.Module, config: TrialConfig) -> dict[str, Any]:
-    report = prune.prune(copy.deepcopy(dense), config.allocation, config.sparsity)
-    return {
-        "masks": report.masks,
-        "achieved_sparsity": report.achieved_sparsity,
-        "layer_names": [layer.name for layer in report.layers],
-        "layer_density": [layer.density for layer in report.layers],
-        "forced_dense": list(report.forced_dense),
-    }
+    return logits.float().cpu()
 
 
 def outcome_row(outcome: PointOutcome, grid: str, earlier_attempts: int = 0) -> dict[str, Any]:

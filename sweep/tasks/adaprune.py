@@ -22,34 +22,13 @@ pass through the network.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from sweep.core.errors import UserError
+from sweep.catalog.repair_parameters import AdaPruneParams
 from sweep.tasks.bn_recal import bn_recalibrate
-from sweep.tasks.reconstruct import LayerStats, LayerwiseParams, Masks, refit_layers
-
-
-@dataclass(frozen=True)
-class AdaPruneParams(LayerwiseParams):
-    """iterations: Adam steps per layer (> 0), each on the whole calibration set's gradient;
-    lr: Adam's learning rate (> 0), i.e. roughly the largest change of a weight per step;
-    recal_after: as obs_reconstruct's.
-
-    The defaults were chosen on the validation split (docs/results/adaprune_val.md): lr 3e-2
-    beats the first default 1e-3 at every point tried, as do 1e-2 and 1e-1, while 400 iterations
-    add nothing at these rates and cost up to 2.5 times as much."""
-
-    iterations: int = 100
-    lr: float = 3e-2
-
-    def __post_init__(self) -> None:
-        if not self.iterations > 0:
-            raise UserError(f"adaprune iterations must be > 0, got {self.iterations}")
-        if not self.lr > 0:
-            raise UserError(f"adaprune lr must be > 0, got {self.lr}")
+from sweep.tasks.reconstruct import LayerStats, Masks, refit_layers
 
 
 def adam_fit(

@@ -38,6 +38,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from sweep.catalog.allocations import ALLOCATIONS
+from sweep.catalog.registry import Implementations
 from sweep.core.errors import UserError
 from sweep.tasks import ranking
 
@@ -165,15 +167,19 @@ def lamp(weights: Sequence[torch.Tensor], sparsity: float, total: int) -> Alloca
     return Allocation(tuple(ranking.top_k_counts(weights, total, ranking.top_lamp_scores)))
 
 
-# name -> allocator(weights in layer order, sparsity, K); the registry the CLI and grids check.
-ALLOCATORS: dict[str, Callable[[Sequence[torch.Tensor], float, int], Allocation]] = {
-    "erk": erk,
-    "lamp": lamp,
-    "uniform": uniform,
-    "global": global_magnitude,
-    "uniform_plus": uniform_plus,
-}
-ALLOCATIONS: tuple[str, ...] = tuple(ALLOCATORS)
+Allocator = Callable[[Sequence[torch.Tensor], float, int], Allocation]
+
+# The allocator (weights in layer order, sparsity, K) of each catalog allocation.
+ALLOCATORS: Implementations[Allocator] = Implementations(
+    ALLOCATIONS,
+    {
+        "erk": erk,
+        "lamp": lamp,
+        "uniform": uniform,
+        "uniform_plus": uniform_plus,
+        "global": global_magnitude,
+    },
+)
 
 
 def allocate_counts(name: str, weights: Sequence[torch.Tensor], sparsity: float) -> Allocation:

@@ -26,7 +26,7 @@ import torch
 
 from sweep.catalog.datasets import DATASETS, EVAL_SPLITS, DatasetInfo
 from sweep.core.errors import DataMissingError, UnknownNameError, UserError
-from sweep.run.node_cache import default_cache_dir
+from sweep.core.paths import default_cache_dir
 from sweep.tasks.datasets import cache
 from sweep.tasks.datasets.download import MIRROR_ENV, SKIP_CHECKSUMS_ENV, check_mirror, fetch
 from sweep.tasks.datasets.holdout import RULE, Holdout, holdout, index_digest
@@ -37,17 +37,9 @@ _CACHE_FORMAT = 1  # bump when preprocessing changes, so old cache entries are n
 _EVAL_SUBSET_SEED = 0
 
 
-def get_spec(name: str) -> DatasetInfo:
-    """The catalog entry of `name`; UnknownNameError lists the known datasets."""
-    try:
-        return DATASETS[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("dataset", name, DATASETS) from None
-
-
 def find_data(name: str, data_root: Path | str | None = None) -> Path | None:
     """The folder holding `name`'s files (data root first, then system copies); no download."""
-    get_spec(name)
+    DATASETS[name]
     return SOURCES[name].locate(_data_root(data_root))
 
 
@@ -59,7 +51,7 @@ def missing_data_message(name: str, data_root: Path | str | None = None) -> str:
 
 def how_to_get(name: str, data_root: Path | str | None = None) -> str:
     """The download command for `name` (if it has one) and where its files go."""
-    info = get_spec(name)
+    info = DATASETS[name]
     root = _data_root(data_root)
     expected = SOURCES[name].expected(root)
     if info.download is None:
@@ -82,7 +74,7 @@ def download(
     PRUNE_SWEEP_SKIP_CHECKSUMS=1. Bad name, unwritable root, network or archive failure: a
     UserError with one line; nothing is left in the data root.
     """
-    info = get_spec(name)
+    info = DATASETS[name]
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     check_mirror(mirror)
     root = _data_root(data_root)
@@ -120,14 +112,14 @@ def train_dataset(
     batched on the split held in memory; RandomResizedCrop(224) + flip for the folder datasets.
     Without it: test-time preprocessing.
     """
-    spec = get_spec(name)
+    spec = DATASETS[name]
     split = _open(name, data_root, train=True, allow_download=download)
     return TrainingImages(split.training_set(augment, spec.normalize), holdout(name, len(split)))
 
 
 def validation_split(name: str, data_root: Path | str | None = None) -> Holdout:
     """Which positions of `name`'s train split (as found under the data root) are held out."""
-    get_spec(name)
+    DATASETS[name]
     return holdout(name, len(_open(name, data_root, train=True)))
 
 
@@ -167,7 +159,7 @@ def calibration_set(
     cache_dir: Path | str | None = None,
 ) -> CalibrationSet:
     """`size` training images (`calibration_indices`), test-time preprocessing."""
-    spec = get_spec(name)
+    spec = DATASETS[name]
     if size < 1:
         raise UserError(f"calibration size {size} must be a positive number of images")
     split = _open(name, data_root, train=True)
@@ -224,7 +216,7 @@ def eval_set(
     `limit` keeps the first `limit` images of a fixed (seed 0) shuffle of the split, in file
     order: the folder datasets are sorted by class, so a plain prefix would hold few classes.
     """
-    spec = get_spec(name)
+    spec = DATASETS[name]
     if split not in EVAL_SPLITS:
         raise UnknownNameError("eval split", split, EVAL_SPLITS)
     if limit is not None and limit < 1:
@@ -259,14 +251,31 @@ def _open(
     source = SOURCES[name]
     root = _data_root(data_root)
     folder = source.locate(root)
-    if folder is None and allow_download and get_spec(name).download is not None:
+    if folder is None and allow_download and DATASETS[name].download is not None:
         try:
             folder = download(name, root)
         except DataMissingError as error:
             raise DataMissingError(f"{error}; or by hand: {source.expected(root)}") from error
     if folder is None:
         raise DataMissingError(missing_data_message(name, root))
-    return source.open(folder, train)
+    return _opened(name, folder, train)
+
+
+_OPENED: dict[tuple[str, Path, bool, str], Split] = {}  # newest last
+_OPENED_LIMIT = 8
+
+
+def _opened(name: str, folder: Path, train: bool) -> Split:
+    """One open split per process while its files stay the same (size and mtime): a small-image
+    split reads its files whole on first use, so a worker drawing ten calibration sets
+    decompresses Fashion-MNIST's train file once, not ten times."""
+    split = SOURCES[name].open(folder, train)
+    key = (name, folder, train, split.fingerprint())
+    if key not in _OPENED:
+        _OPENED[key] = split
+        while len(_OPENED) > _OPENED_LIMIT:
+            del _OPENED[next(iter(_OPENED))]
+    return _OPENED[key]
 
 
 def _normalized(

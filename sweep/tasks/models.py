@@ -33,18 +33,15 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from sweep.catalog.archs import (
-    ARCH_NAMES,
+    ARCHS,
     CIFAR_RESNET_BUILDER,
     CIFAR_VGG_BUILDER,
     SMALL,
     ArchInfo,
-    get_arch,
 )
 from sweep.catalog.datasets import DATASETS
 from sweep.core.atomic import atomic_path, atomic_write
-from sweep.core.errors import CheckpointError, UnknownNameError, UserError
-
-ARCHS = ARCH_NAMES  # the catalog's names, for callers that only need to list or check them
+from sweep.core.errors import CheckpointError, UserError
 
 
 class ZeroPadShortcut(nn.Module):
@@ -195,7 +192,7 @@ def build_model(
     arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32
 ) -> nn.Module:
     """A freshly initialised model; ``image_size <= 64`` selects the small-image layout."""
-    info = get_arch(arch)
+    info = ARCHS[arch]
     layout = info.check_image_size(image_size)
     if info.builder == CIFAR_RESNET_BUILDER:
         return CifarResNet(info.blocks_per_stage, num_classes, in_channels)
@@ -441,7 +438,7 @@ def _retrain_command(path: Path, dataset: str | None, arch: str | None, seed: in
         command += f" --seed {seed}"
         out = path.parent.parent
         if checkpoint_path(out, dataset, arch, seed) == path and out != Path("checkpoints"):
-            command += f" --out {out}"
+            command += f" --checkpoints {out}"
     return command
 
 
@@ -503,9 +500,7 @@ def verify_checkpoint(path: Path | str, dataset: str, arch: str, replicate: int)
     validation split (else StaleCheckpointError) and its seed is ``replicate``. Any failure is
     one CheckpointError line naming the file and what is wrong.
     """
-    spec = DATASETS.get(dataset)
-    if spec is None:
-        raise UnknownNameError("dataset", dataset, DATASETS)
+    spec = DATASETS[dataset]
     check_seed(replicate)
     path = Path(path)
     meta, _ = _checked_state(

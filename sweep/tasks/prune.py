@@ -1,4 +1,4 @@
-"""Unstructured magnitude pruning of a model under one of the registered allocations.
+"""Unstructured magnitude pruning of a model under one of the allocations of `sweep.catalog`.
 
 The allocation (how the global budget is spread over layers) is the independent variable of the
 study, so it is computed exactly and reproducibly: see :mod:`sweep.tasks.allocations` for the
@@ -15,17 +15,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sweep.core.errors import UnknownNameError, UserError
+from sweep.catalog.allocations import ALLOCATIONS
+from sweep.core.errors import UserError
 from sweep.tasks import ranking
-from sweep.tasks.allocations import ALLOCATIONS, Allocation, allocate_counts
+from sweep.tasks.allocations import Allocation, allocate_counts
 
 __all__ = [
-    "ALLOCATIONS",
     "LayerReport",
     "PruneReport",
     "allocate",
     "apply_masks",
-    "check_allocation",
     "check_sparsity",
     "compute_masks",
     "prunable_layers",
@@ -80,13 +79,6 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def check_allocation(allocation: object) -> str:
-    """The allocation name; UnknownNameError (listing the allowed ones) if it is not registered."""
-    if allocation not in ALLOCATIONS:
-        raise UnknownNameError("allocation", allocation, ALLOCATIONS)
-    return allocation  # type: ignore[return-value]
-
-
 def check_sparsity(sparsity: object) -> float:
     """The sparsity as a float; UserError unless it is a real number with 0 <= S < 1."""
     valid = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
@@ -118,7 +110,7 @@ def _plan(
     model: nn.Module, allocation: str, sparsity: float
 ) -> tuple[list[tuple[str, nn.Module]], Allocation]:
     """Validate everything first, then compute the counts."""
-    allocation = check_allocation(allocation)
+    allocation = ALLOCATIONS[allocation].name
     sparsity = check_sparsity(sparsity)
     layers = _checked_layers(model)
     weights = [module.weight for _, module in layers]

@@ -41,7 +41,6 @@ stem at 224 px: 147 x 12544 floats per image).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,36 +48,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sweep.catalog.repair_parameters import ObsParams
 from sweep.core.errors import UserError
 from sweep.tasks.bn_recal import bn_recalibrate
 from sweep.tasks.dense_stats import model_device
 from sweep.tasks.repair_passes import forward_pass
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
-
-
-@dataclass(frozen=True)
-class LayerwiseParams:
-    """recal_after: recalibrate BatchNorm after the refit (ARCHITECTURE's default). Off, the
-    BatchNorms keep the dense running statistics, which are the ones the refit targeted: a
-    least-squares fit has less output variance than its target, and recalibration rescales that
-    shrinkage back up (measured on a random ResNet-20 at 90 %: it undoes the fit in deep layers)."""
-
-    recal_after: bool = True
-
-
-@dataclass(frozen=True)
-class ObsParams(LayerwiseParams):
-    """damping: how strongly every masked solve holds the kept weights to their dense values, as
-    a fraction of the mean diagonal of the layer's Gram matrix (>= 0, finite; OBC/SparseGPT's
-    dampening of H). It keeps the solve stable where inputs are (nearly) collinear; at any value
-    a layer ends no worse than plain masking; 0 is plain least squares."""
-
-    damping: float = 0.01
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.damping < math.inf:  # NaN fails the comparison too
-            raise UserError(f"obs_reconstruct damping must be finite and >= 0, got {self.damping}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Label-free repair of a pruned model: a registry of methods with typed parameters.
+"""Label-free repair of a pruned model: the torch implementation of each `sweep.catalog` method.
 
 Every method sees only calibration images (an iterable of float [N, C, H, W] batches: a batch with
 labels is refused). The activation-statistic methods first recalibrate BatchNorm, then, in one
@@ -17,7 +17,6 @@ each pruned one), one pruned-prefix pass per prunable layer, then 1 BatchNorm re
 from __future__ import annotations
 
 import copy
-import dataclasses
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,8 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from sweep.core.errors import UnknownNameError, UserError
-from sweep.tasks.adaprune import AdaPruneParams, adaprune
+from sweep.catalog.registry import Implementations
+from sweep.catalog.repair_parameters import (
+    AdaPruneParams,
+    MatchParams,
+    NoParams,
+    ObsParams,
+    ShrinkParams,
+)
+from sweep.catalog.repairs import REPAIRS, RepairInfo, repair_params
+from sweep.core.errors import UserError
+from sweep.tasks.adaprune import adaprune
 from sweep.tasks.bn_recal import bn_recalibrate, require_batchnorm
 from sweep.tasks.dense_stats import (
     DenseStats,
@@ -36,7 +44,7 @@ from sweep.tasks.dense_stats import (
     model_device,
 )
 from sweep.tasks.prune import apply_masks
-from sweep.tasks.reconstruct import ObsParams, obs_reconstruct
+from sweep.tasks.reconstruct import obs_reconstruct
 from sweep.tasks.repair_passes import (
     Moments,
     calibration_batches,
@@ -56,17 +64,11 @@ from sweep.tasks.repair_points import (
 )
 
 __all__ = [
-    "POINT_SETS",
-    "REPAIRS",
     "REPAIR_METHODS",
-    "AdaPruneParams",
     "ChannelAffine",
     "DenseStats",
-    "MatchParams",
     "Moments",
-    "NoParams",
-    "ObsParams",
-    "ShrinkParams",
+    "RepairMethod",
     "attach_repair_points",
     "channel_affine",
     "bn_recalibrate",
@@ -75,62 +77,12 @@ __all__ = [
     "has_repair_points",
     "layer_affine",
     "load_repaired_state",
+    "register_repair",
     "repair",
     "repair_param_count",
-    "repair_params",
     "repair_points",
     "shrink_affine",
 ]
-
-# Chosen on the validation split (docs/results/defaults_val.md, README "Defaults chosen on the
-# validation split"): a second recalibration never beat the default there.
-RECAL_AFTER_DEFAULT = False
-
-
-@dataclass(frozen=True)
-class NoParams:
-    """Methods without parameters."""
-
-
-POINT_SETS = ("all", "hidden", "logits")
-
-
-@dataclass(frozen=True)
-class MatchParams:
-    """recal_after: recalibrate BatchNorm again after the corrections (one more pass).
-
-    points: which repair points get a correction: all, hidden (every point but the logits) or
-    logits (the logits only); an ablation of where the correction acts.
-    """
-
-    recal_after: bool = RECAL_AFTER_DEFAULT
-    points: str = "all"
-
-    def __post_init__(self) -> None:
-        if self.points not in POINT_SETS:
-            raise UnknownNameError("repair point set", self.points, POINT_SETS)
-
-
-@dataclass(frozen=True)
-class ShrinkParams(MatchParams):
-    """tau: how weak (relative to its point) a channel's surviving signal may be before its own
-    gain is trusted less than the point's gain (> 0); gain_min, gain_max: hard bounds on every
-    gain (0 <= gain_min <= 1 <= gain_max)."""
-
-    tau: float = 0.25
-    gain_min: float = 0.0
-    gain_max: float = 10.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.tau > 0:
-            raise UserError(f"channel_var_shrink tau must be > 0, got {self.tau}")
-        if not 0 <= self.gain_min <= 1 <= self.gain_max:
-            raise UserError(
-                f"channel_var_shrink needs 0 <= gain_min <= 1 <= gain_max, "
-                f"got gain_min={self.gain_min}, gain_max={self.gain_max}"
-            )
-
 
 Affine = tuple[np.ndarray, np.ndarray]
 
@@ -251,106 +203,88 @@ def _channel_var_shrink(model: nn.Module, batches, stats, params: ShrinkParams) 
 
 @dataclass(frozen=True)
 class RepairMethod:
-    """needs_dense: the method compares with the dense model (dense= or dense_stats=);
-    needs_dense_model: it needs the dense model itself (its layer outputs), and `apply` gets it in
-    place of the statistics; recalibrates_bn: refused up front on a model without BatchNorm;
-    takes_masks: `apply` takes the pruning step's keep-masks as `masks=` (None when not given)."""
+    """The torch implementation of the catalog's repair `name` (`REPAIRS[name]`: its parameter
+    defaults, whether it draws a calibration set, its role).
+
+    params: the catalog entry's parameter dataclass, whose instance `apply` gets; needs_dense: the
+    method compares with the dense model (dense= or dense_stats=); needs_dense_model: it needs the
+    dense model itself (its layer outputs), and `apply` gets it in place of the statistics;
+    recalibrates_bn: refused up front on a model without BatchNorm; takes_masks: `apply` takes
+    the pruning step's keep-masks as `masks=` (None when not given)."""
 
     name: str
     params: type
     apply: Callable[..., None]
     needs_dense: bool
-    uses_calibration: bool = True
     needs_dense_model: bool = False
     recalibrates_bn: bool = False
     takes_masks: bool = False
+
+    @property
+    def uses_calibration(self) -> bool:
+        return REPAIRS[self.name].uses_calibration
 
     @property
     def doc(self) -> str:
         return " ".join((self.apply.__doc__ or "").split())
 
 
-REPAIR_METHODS: dict[str, RepairMethod] = {
-    method.name: method
-    for method in (
-        RepairMethod("none", NoParams, _none, needs_dense=False, uses_calibration=False),
-        RepairMethod("bn_recal", NoParams, _bn_recal, needs_dense=False, recalibrates_bn=True),
-        RepairMethod("layer_var", MatchParams, _layer_var, needs_dense=True, recalibrates_bn=True),
-        RepairMethod(
-            "channel_var", MatchParams, _channel_var, needs_dense=True, recalibrates_bn=True
-        ),
-        RepairMethod(
-            "channel_var_shrink",
-            ShrinkParams,
-            _channel_var_shrink,
-            needs_dense=True,
-            recalibrates_bn=True,
-        ),
-        RepairMethod(
-            "obs_reconstruct",
-            ObsParams,
-            obs_reconstruct,
-            needs_dense=True,
-            needs_dense_model=True,
-            recalibrates_bn=True,
-            takes_masks=True,
-        ),
-        RepairMethod(
-            "adaprune",
-            AdaPruneParams,
-            adaprune,
-            needs_dense=True,
-            needs_dense_model=True,
-            recalibrates_bn=True,
-            takes_masks=True,
-        ),
-    )
-}
-REPAIRS: tuple[str, ...] = tuple(REPAIR_METHODS)
+REPAIR_METHODS: Implementations[RepairMethod] = Implementations(
+    REPAIRS,
+    {
+        method.name: method
+        for method in (
+            RepairMethod("none", NoParams, _none, needs_dense=False),
+            RepairMethod("bn_recal", NoParams, _bn_recal, needs_dense=False, recalibrates_bn=True),
+            RepairMethod(
+                "layer_var", MatchParams, _layer_var, needs_dense=True, recalibrates_bn=True
+            ),
+            RepairMethod(
+                "channel_var", MatchParams, _channel_var, needs_dense=True, recalibrates_bn=True
+            ),
+            RepairMethod(
+                "channel_var_shrink",
+                ShrinkParams,
+                _channel_var_shrink,
+                needs_dense=True,
+                recalibrates_bn=True,
+            ),
+            RepairMethod(
+                "obs_reconstruct",
+                ObsParams,
+                obs_reconstruct,
+                needs_dense=True,
+                needs_dense_model=True,
+                recalibrates_bn=True,
+                takes_masks=True,
+            ),
+            RepairMethod(
+                "adaprune",
+                AdaPruneParams,
+                adaprune,
+                needs_dense=True,
+                needs_dense_model=True,
+                recalibrates_bn=True,
+                takes_masks=True,
+            ),
+        )
+    },
+)
 
 
 def register_repair(method: RepairMethod) -> None:
-    """Add a method (plugins; see sweep.core.plugins). Names are unique: a clash is an error."""
-    if method.name in REPAIR_METHODS:
-        raise UserError(f"repair method {method.name!r} is already registered")
-    REPAIR_METHODS[method.name] = method
-
-
-def get_repair(name: str) -> RepairMethod:
-    """The registered method called `name` (UnknownNameError lists the known ones)."""
-    return _method(name)
-
-
-def _method(name: object) -> RepairMethod:
-    if not isinstance(name, str) or name not in REPAIR_METHODS:
-        raise UnknownNameError("repair method", name, tuple(REPAIR_METHODS))
-    return REPAIR_METHODS[name]
-
-
-def _check_type(method: str, name: str, value: object, expected: type) -> object:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, expected) and not (expected is not bool and isinstance(value, bool)):
-        return value
-    raise UserError(
-        f"repair method {method!r} parameter {name}={value!r} must be {expected.__name__}, "
-        f"got {type(value).__name__}"
-    )
-
-
-def repair_params(method: str, **params: object) -> object:
-    """Validated, typed parameters of `method` (defaults filled in): checks a grid before launch."""
-    spec = _method(method)
-    hints = typing.get_type_hints(spec.params)
-    fields = [f.name for f in dataclasses.fields(spec.params)]
-    for name in params:
-        if name not in fields:
-            allowed = ", ".join(fields) if fields else "none"
-            raise UserError(
-                f"unknown parameter {name!r} for repair method {method!r}; expected: {allowed}"
-            )
-    typed = {name: _check_type(method, name, v, hints[name]) for name, v in params.items()}
-    return spec.params(**typed)
+    """Add a plugin's method (see sweep.core.plugins) to the catalog, as an activation-statistic
+    method that draws a calibration set, unless the plugin added its own entry to `REPAIRS`
+    first (another role, or no calibration draw); then add its implementation. A name already
+    implemented, or parameters other than its catalog entry's, are a UserError."""
+    if method.name not in REPAIRS:
+        REPAIRS.register(method.name, RepairInfo(method.name, method.params))
+    elif REPAIRS[method.name].params is not method.params:
+        raise UserError(
+            f"repair method {method.name!r} takes {method.params.__name__}, but its catalog "
+            f"entry takes {REPAIRS[method.name].params.__name__}"
+        )
+    REPAIR_METHODS.register(method.name, method)
 
 
 def _check_same_architecture(dense: nn.Module, pruned: nn.Module) -> None:
@@ -415,7 +349,7 @@ def repair(
     a kept weight that is exactly zero included. Without them they take the non-zero weights as
     kept (a direct call on a pruned model), and such a weight stays zero.
     """
-    spec = _method(method)
+    spec = REPAIR_METHODS[method]
     typed = repair_params(method, **params)
     if spec.needs_dense_model and dense is None:
         raise UserError(

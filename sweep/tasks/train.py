@@ -29,7 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from sweep.catalog.archs import IMAGENET, get_arch, layout_for
+from sweep.catalog.archs import ARCHS, IMAGENET, layout_for
+from sweep.catalog.datasets import DATASETS
 from sweep.core.errors import CheckpointError, UserError
 from sweep.tasks import data
 from sweep.tasks.models import (
@@ -341,7 +342,7 @@ def _imagenet_state_dict(arch: str, allow_download: bool) -> tuple[dict | None, 
     Returns (state_dict or None, a description of why not). The file is read with
     ``weights_only=True`` like every other checkpoint.
     """
-    weights = tvm.get_model_weights(get_arch(arch).builder).DEFAULT
+    weights = tvm.get_model_weights(ARCHS[arch].builder).DEFAULT
     filename = os.path.basename(weights.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not cached.is_file() and not allow_download:
@@ -364,7 +365,7 @@ def init_from_imagenet(
     if state is None:
         log(f"warning: no ImageNet weights for {arch} ({source}); training from scratch")
         return "scratch"
-    prefix = f"{get_arch(arch).classifier}."
+    prefix = f"{ARCHS[arch].classifier}."
     body = {key: value for key, value in state.items() if not key.startswith(prefix)}
     missing, unexpected = model.load_state_dict(body, strict=False)
     if unexpected or any(not key.startswith(prefix) for key in missing):
@@ -438,8 +439,8 @@ def train_dense(
     train on the first training images / evaluate on a fixed subset of the test split only
     (smoke runs).
     """
-    spec = data.get_spec(dataset)
-    info = get_arch(arch)
+    spec = DATASETS[dataset]
+    info = ARCHS[arch]
     info.check_image_size(spec.image_size)
     recipe = Recipe(
         epochs=spec.default_epochs if epochs is None else epochs,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from sweep.tasks.repair import NoParams, RepairMethod, register_repair
+from sweep.catalog.repair_parameters import NoParams
+from sweep.tasks.repair import RepairMethod, register_repair
 
 
 def _density(model: torch.nn.Module) -> float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sweep.tasks.repair import NoParams, RepairMethod, register_repair
+from sweep.catalog.repair_parameters import NoParams
+from sweep.tasks.repair import RepairMethod, register_repair
 
 
 def _fail_always(model, batches, stats, params) -> None:

@@ -13,7 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from sweep.tasks.repair import NoParams, RepairMethod, register_repair
+from sweep.catalog.repair_parameters import NoParams
+from sweep.tasks.repair import RepairMethod, register_repair
 
 WAIT_S = 60.0
 

@@ -189,4 +189,15 @@ def _unpack(path: Path, into: Path, url: str) -> None:
                            disable=None)  # fmt: skip
             tar.extractall(into, members=members, filter="data")
     except (tarfile.TarError, EOFError, zlib.error) as error:
-        raise DataMissingError(f"{url} is not a readable tar archive ({error})") from error
+        raise DataMissingError(
+            f"{url} is not a readable tar archive ({_tar_reason(error)})"
+        ) from error
+
+
+def _tar_reason(error: BaseException) -> str:
+    """tarfile's complaint in one line: opening by guess lists every compression it tried, one
+    per line, which says no more than this."""
+    lines = str(error).splitlines()
+    if len(lines) > 1:
+        return "neither gzip, bzip2, xz nor plain tar data"
+    return lines[0] if lines else type(error).__name__

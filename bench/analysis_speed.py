@@ -10,7 +10,7 @@ with rows x eval images: the default store is 3 replicates x the paper-like grid
 ResultStore.write_many (one file per partition chunk); generation is not timed. The last line
 printed is a JSON object.
 
-    .venv/bin/python bench/analysis.py [--rows 100000] [--eval-size 2000] [--repeats 3]
+    .venv/bin/python bench/analysis_speed.py [--rows 100000] [--eval-size 2000] [--repeats 3]
         [--store DIR]
 """
 
@@ -26,12 +26,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# This script shares its name with the package it measures: run directly, its own folder would
-# come first on sys.path and shadow the `analysis` package. The synthetic store generator is a
-# test fixture and lives with the tests.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent / "tests"))
+# Run as a script, only bench/ is on sys.path: put this checkout first, so that its own packages
+# are measured whatever the environment has installed, and the tests, where the synthetic store
+# generator lives (a test fixture).
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(_ROOT), str(_ROOT / "tests")]
 
 from synthetic_store import SyntheticGrid  # noqa: E402
 
