@@ -9,12 +9,12 @@
    1) are decoded once into a shared cache, which each run gets a copy of. Decoding is a one-off
    preparation step, so neither run pays for it; every artefact the trials compute (dense logits,
    masks, dense statistics) starts cold in both, as in a fresh sweep;
-3. the demo grid (sweep.grid.DEMO as it is: 405 points, 81 cells) through
+3. the demo grid (sweep.plan.grid.DEMO as it is: 405 points, 81 cells) through
    `python -m sweep.launch`, with `--gpus-per-trial 0.125` where `nvidia-smi` and CUDA exist (bf16
    eval), else on CPU with the grid's own resources (fp32 eval), while the device's busy fraction
    is sampled (nvidia-smi utilization.gpu every second, or the CPU busy fraction of the whole
    machine from /proc/stat);
-4. the same points (same keys: same precision) through `sweep.trial.run_in_process`, in a fresh
+4. the same points (same keys: same precision) through `sweep.run.trial.run_in_process`, in a fresh
    Python process, into a separate store, sampled the same way;
 5. points/s of both (by wall clock, interpreter start to exit, and from the first to the last
    row), the ratio launcher / loop of the wall times, each run's busy fraction, the stages by
@@ -43,7 +43,7 @@ from launcher_env import launcher_env
 from sweep.core import paths
 
 if TYPE_CHECKING:
-    from sweep.grid import Grid
+    from sweep.plan.grid import Grid
 
 ROOT = Path(__file__).resolve().parent.parent
 GPUS_PER_TRIAL = 0.125
@@ -63,9 +63,9 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 def prepare_checkpoints(source: Path, target: Path) -> str:
     """Trained replicates copied from `source` when all pass verification, else random ones."""
     import torch
-    from sweep.errors import UserError
-    from sweep.grid import DEMO, checkpoints_needed
 
+    from sweep.core.errors import UserError
+    from sweep.plan.grid import DEMO, checkpoints_needed
     from sweep.tasks import models
     from sweep.tasks.datasets.holdout import holdout
 
@@ -105,7 +105,8 @@ def write_grid(path: Path, quick: bool) -> Path:
     """The demo grid's own fields as a grid file; `quick`: replicate 0 and two sparsities only
     (30 points, for trying the script out)."""
     import yaml
-    from sweep.grid import DEMO
+
+    from sweep.plan.grid import DEMO
 
     grid = {
         "name": DEMO.name,
@@ -213,7 +214,7 @@ def timed_run(command: list[str], log_path: Path, gpu: bool) -> tuple[float, Bus
 
 
 def store_summary(out: Path) -> dict:
-    from sweep.store import read_results
+    from sweep.results.store import read_results
 
     frame = read_results(out)
     finished = frame["finished_at"].sort_values()
@@ -231,8 +232,8 @@ def precision_check(checkpoints: Path, cache: Path, device_name: str) -> dict:
     import copy
 
     import torch
-    from sweep.grid import DEMO
 
+    from sweep.plan.grid import DEMO
     from sweep.tasks import data, evaluate, models, prune
 
     device = torch.device(device_name)
@@ -267,10 +268,9 @@ def precision_check(checkpoints: Path, cache: Path, device_name: str) -> dict:
 
 def loop(args: argparse.Namespace) -> None:
     """Step 4, in its own process: the demo grid's points through run_in_process."""
-    from sweep.grid import checkpoints_needed, expand, load_grid
-    from sweep.store import ResultStore
-    from sweep.trial import TrialContext, run_in_process
-
+    from sweep.plan.grid import checkpoints_needed, expand, load_grid
+    from sweep.results.store import ResultStore
+    from sweep.run.trial import TrialContext, run_in_process
     from sweep.tasks import models
 
     grid = load_grid(str(args.grid))
@@ -287,8 +287,9 @@ def loop(args: argparse.Namespace) -> None:
 
 def run_all(args: argparse.Namespace) -> None:
     import torch
-    from sweep.cells import group_cells
-    from sweep.grid import expand, load_grid
+
+    from sweep.plan.cells import group_cells
+    from sweep.plan.grid import expand, load_grid
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)

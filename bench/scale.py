@@ -88,7 +88,7 @@ def write_grid(path: Path, name: str, sparsities: list[float], seeds: int, image
 
 
 def expected_points(grid_path: Path) -> int:
-    from sweep.grid import expand, load_grid
+    from sweep.plan.grid import expand, load_grid
 
     return len(expand(load_grid(str(grid_path)), {}))
 
@@ -291,7 +291,7 @@ def main() -> None:
 
 def summarise(run: dict, out: Path, total: int) -> dict:
     """Print the stress run's numbers; return them for the JSON line."""
-    from sweep.store import read_results
+    from sweep.results.store import read_results
 
     frame = read_results(out, columns=["trial_key", "status", "finished_at"])
     ok = int((frame["status"] == "ok").sum())

@@ -8,7 +8,7 @@ are shared: decoding is a one-off preparation step, not what is compared):
 
 - overhead:  the slice through `python -m sweep.launch` (Ray start-up, Tune, one trial per cell,
              store writes) versus the same points in one plain Python process calling
-             `sweep.trial.run_in_process` (cell by cell, the same rows into a store of its own,
+             `sweep.run.trial.run_in_process` (cell by cell, the same rows into a store of its own,
              the same artefact cache).  -> sweep_over_loop
 - naive:     one fresh process per *point* that reloads the checkpoint and recomputes dense
              logits, dense statistics and masks (its own empty cache), two processes at a time
@@ -78,8 +78,7 @@ def write_grid(
 
 def checkpoint_dir(source: Path, work: Path) -> tuple[Path, str]:
     """`source` when it holds the trained replicate 0, else a random-weight one in `work`."""
-    from sweep.errors import UserError
-
+    from sweep.core.errors import UserError
     from sweep.tasks import models
 
     path = paths.checkpoint_file(source, *PAIR, 0)
@@ -118,10 +117,9 @@ def timed(command: list[str]) -> float:
 
 def run_loop(grid_path: Path, checkpoints: Path, cache: Path, out: Path) -> None:
     """The same points as the sweep, in one process: run_in_process (cells) + the store writes."""
-    from sweep.grid import expand, load_grid
-    from sweep.store import ResultStore
-    from sweep.trial import TrialContext, run_in_process
-
+    from sweep.plan.grid import expand, load_grid
+    from sweep.results.store import ResultStore
+    from sweep.run.trial import TrialContext, run_in_process
     from sweep.tasks import models
 
     grid = load_grid(str(grid_path))
@@ -135,8 +133,8 @@ def run_loop(grid_path: Path, checkpoints: Path, cache: Path, out: Path) -> None
 
 def run_one(trial_json: str, checkpoints: Path, cache: Path) -> None:
     """Naive: a fresh process per point, nothing shared (its own empty cache)."""
-    from sweep.identity import TrialConfig
-    from sweep.trial import TrialContext, run_trial
+    from sweep.plan.identity import TrialConfig
+    from sweep.run.trial import TrialContext, run_trial
 
     trial = TrialConfig.from_dict(json.loads(trial_json))
     run_trial(trial, TrialContext(checkpoints.resolve(), None, cache, "naive"))
@@ -169,8 +167,7 @@ def main() -> None:
 
 
 def bench(args: argparse.Namespace, work: Path) -> None:
-    from sweep.grid import expand, load_grid
-
+    from sweep.plan.grid import expand, load_grid
     from sweep.tasks import data, models
 
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -104,25 +104,6 @@ def pretrain(
     ray.get(refs)
 
 
-@ray.remote
-def _import_trial_code() -> None:
-    import sweep.run.trial  # noqa: F401 - torch, torchvision and the tasks: seconds, cold
-
-
-def warm_workers(cpus: float, gpus: float, max_concurrent: int | None) -> list[ray.ObjectRef]:
-    """Import the trial code in the idle workers while Tune sets up, one per trial slot.
-
-    A trial's actor takes an idle worker from Ray's pool; cold, that worker spends seconds
-    importing torch before its first cell. Done here, the imports overlap the driver's own set-up,
-    and the first row lands that much sooner. Nothing waits for these tasks.
-    """
-    slots = int(ray.available_resources().get("CPU", 0) // cpus) if cpus else 1
-    if max_concurrent is not None:
-        slots = min(slots, max_concurrent)
-    task = _import_trial_code.options(num_cpus=cpus, num_gpus=gpus)
-    return [task.remote() for _ in range(max(slots, 1))]
-
-
 def prepare_eval_caches(grid: Grid, data_root: Path | None, cache_dir: Path) -> None:
     """Decode each eval set once, in the driver, before trials on this node want it."""
     from sweep.tasks import data

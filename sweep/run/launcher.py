@@ -182,7 +182,6 @@ def _run_on_ray(options: LaunchOptions, plan: Plan, root: Path, started: float) 
     if plan.missing_checkpoints:
         engine.pretrain(plan.missing_checkpoints, options.checkpoints, options.data_root, gpus=gpus)
         plan = add_trained_checkpoints(plan)
-    warming = engine.warm_workers(cpus, gpus, options.max_concurrent)  # noqa: F841 - keeps them
     todo = plan.todo
     cells = group_cells(todo)
     chunks = chunk_cells(cells, cells_per_trial(len(cells), options.cells_per_trial))

@@ -40,6 +40,7 @@ from sweep.catalog.archs import (
     ArchInfo,
 )
 from sweep.catalog.datasets import DATASETS
+from sweep.core import paths
 from sweep.core.atomic import atomic_path, atomic_write
 from sweep.core.errors import CheckpointError, UserError
 
@@ -327,8 +328,8 @@ def check_seed(seed: object) -> int:
 
 
 def checkpoint_path(checkpoint_dir: Path | str, dataset: str, arch: str, replicate: int) -> Path:
-    """``<dir>/<dataset>/<arch>-seed<replicate>.pt``: one file per replicate."""
-    return Path(checkpoint_dir) / dataset / f"{arch}-seed{check_seed(replicate)}.pt"
+    """`sweep.core.paths.checkpoint_file`, for a replicate seed that is checked first."""
+    return paths.checkpoint_file(checkpoint_dir, dataset, arch, check_seed(replicate))
 
 
 def sidecar_path(path: Path | str) -> Path:
@@ -437,7 +438,7 @@ def _retrain_command(path: Path, dataset: str | None, arch: str | None, seed: in
     if seed is not None:
         command += f" --seed {seed}"
         out = path.parent.parent
-        if checkpoint_path(out, dataset, arch, seed) == path and out != Path("checkpoints"):
+        if checkpoint_path(out, dataset, arch, seed) == path and out != paths.CHECKPOINTS:
             command += f" --checkpoints {out}"
     return command
 

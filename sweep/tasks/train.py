@@ -31,8 +31,10 @@ from tqdm import tqdm
 
 from sweep.catalog.archs import ARCHS, IMAGENET, layout_for
 from sweep.catalog.datasets import DATASETS
+from sweep.core import paths
 from sweep.core.errors import CheckpointError, UserError
 from sweep.tasks import data
+from sweep.tasks.datasets.holdout import Holdout
 from sweep.tasks.models import (
     CheckpointMeta,
     OutdatedCheckpointError,
@@ -219,21 +221,8 @@ def fit(
     (training with other settings on top of it would give weights that no recipe describes).
     """
     recipe.validate()
-    if len(train_data) < recipe.batch_size:
-        raise UserError(
-            f"training set of {len(train_data)} images is smaller than batch size "
-            f"{recipe.batch_size}; expected at least one full batch"
-        )
-    loader = DataLoader(
-        train_data,
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        drop_last=True,  # a last batch of 1 image breaks BatchNorm
-        # Workers restart every epoch so their seeds follow the per-epoch seed (exact resume).
-        num_workers=workers,
-        pin_memory=torch.device(device).type == "cuda",
-    )
     device = torch.device(device)
+    loader = _train_loader(train_data, recipe, workers, device)
     model.to(device, memory_format=torch.channels_last)
     optimizer = _optimizer(model, recipe)
     scheduler = _schedule(optimizer, recipe, len(loader))
@@ -241,13 +230,10 @@ def fit(
     if resume_path is not None and resume_path.is_file():
         history = _restore(resume_path, recipe, model, optimizer, scheduler)
         log(f"resuming {resume_path} after epoch {len(history)}/{recipe.epochs}")
-    loss_fn = nn.CrossEntropyLoss()
     tuner = ThreadTuner(threads if threads is not None else [torch.get_num_threads()])
     for epoch in range(len(history) + 1, recipe.epochs + 1):
         torch.manual_seed(_epoch_seed(recipe.seed, epoch))  # shuffling and augmentation
         started = time.perf_counter()
-        model.train()
-        loss_sum = correct = seen = 0.0
         bar = tqdm(
             loader,
             desc=f"epoch {epoch}/{recipe.epochs}",
@@ -256,45 +242,94 @@ def fit(
             file=sys.stderr,
             mininterval=1.0,
         )
-        for images, labels in bar:
-            images, labels = _to_device(images, device), labels.to(device, non_blocking=True)
-            tuner.start_step()
-            logits = model(images)
-            loss = loss_fn(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            tuner.end_step()
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += int((logits.detach().argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False
-            )
-        bar.close()
+        loss, top1 = train_one_epoch(model, bar, optimizer, scheduler, tuner, device)
         test_top1 = evaluate(model) if evaluate is not None else None
-        entry = EpochLog(epoch, loss_sum / seen, correct / seen, test_top1, 0.0)
-        entry.seconds = time.perf_counter() - started
-        history.append(entry)
-        test_text = f"  test top-1 {test_top1:.4f}" if test_top1 is not None else ""
-        log(
-            f"epoch {epoch}/{recipe.epochs}  loss {entry.train_loss:.4f}  "
-            f"train top-1 {entry.train_top1:.4f}{test_text}  {entry.seconds:.0f} s  "
-            f"(steps per thread count: {tuner.summary()})"
-        )
+        history.append(EpochLog(epoch, loss, top1, test_top1, time.perf_counter() - started))
+        log(_epoch_line(history[-1], recipe.epochs, tuner))
         if resume_path is not None:
-            atomic_torch_save(
-                {
-                    "recipe": dataclasses.asdict(recipe),
-                    "history": [dataclasses.asdict(h) for h in history],
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                },
-                resume_path,
-            )
+            _save_resume(resume_path, recipe, history, model, optimizer, scheduler)
     return history
+
+
+def _train_loader(
+    train_data: Dataset, recipe: Recipe, workers: int, device: torch.device
+) -> DataLoader:
+    if len(train_data) < recipe.batch_size:
+        raise UserError(
+            f"training set of {len(train_data)} images is smaller than batch size "
+            f"{recipe.batch_size}; expected at least one full batch"
+        )
+    return DataLoader(
+        train_data,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        drop_last=True,  # a last batch of 1 image breaks BatchNorm
+        # Workers restart every epoch so their seeds follow the per-epoch seed (exact resume).
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: tqdm,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    tuner: ThreadTuner,
+    device: torch.device,
+) -> tuple[float, float]:
+    """One pass over the training batches; (mean loss, train top-1) of what it saw."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_sum = correct = seen = 0.0
+    for images, labels in batches:
+        images, labels = _to_device(images, device), labels.to(device, non_blocking=True)
+        tuner.start_step()
+        logits = model(images)
+        loss = loss_fn(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        tuner.end_step()
+        loss_sum += float(loss.detach()) * len(labels)
+        correct += int((logits.detach().argmax(1) == labels).sum())
+        seen += len(labels)
+        batches.set_postfix(
+            loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False
+        )
+    batches.close()
+    return loss_sum / seen, correct / seen
+
+
+def _epoch_line(entry: EpochLog, epochs: int, tuner: ThreadTuner) -> str:
+    test_text = f"  test top-1 {entry.test_top1:.4f}" if entry.test_top1 is not None else ""
+    return (
+        f"epoch {entry.epoch}/{epochs}  loss {entry.train_loss:.4f}  "
+        f"train top-1 {entry.train_top1:.4f}{test_text}  {entry.seconds:.0f} s  "
+        f"(steps per thread count: {tuner.summary()})"
+    )
+
+
+def _save_resume(
+    path: Path,
+    recipe: Recipe,
+    history: list[EpochLog],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """Everything an interrupted run needs to continue after its last finished epoch."""
+    atomic_torch_save(
+        {
+            "recipe": dataclasses.asdict(recipe),
+            "history": [dataclasses.asdict(h) for h in history],
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        },
+        path,
+    )
 
 
 def _restore(
@@ -414,7 +449,7 @@ def train_dense(
     dataset: str,
     arch: str,
     epochs: int | None = None,
-    out_dir: Path | str = "checkpoints",
+    out_dir: Path | str = paths.CHECKPOINTS,
     data_root: Path | str | None = None,
     *,
     batch_size: int = 128,
@@ -440,8 +475,7 @@ def train_dense(
     (smoke runs).
     """
     spec = DATASETS[dataset]
-    info = ARCHS[arch]
-    info.check_image_size(spec.image_size)
+    ARCHS[arch].check_image_size(spec.image_size)
     recipe = Recipe(
         epochs=spec.default_epochs if epochs is None else epochs,
         batch_size=batch_size,
@@ -449,31 +483,18 @@ def train_dense(
         seed=seed,
         train_limit=train_limit,
     )
-    recipe.validate()  # before anything slow or anything written
-    if workers < 0:
-        raise UserError(f"workers {workers} is negative; expected 0 (in-process) or more")
-    if threads is not None and threads < 1:
-        raise UserError(f"threads {threads} is too small; expected >= 1 (default: all cores)")
-    device = _check_device(device or default_device())
+    device = _check_run_args(recipe, workers, threads, device)  # before anything slow or written
     target = checkpoint_path(out_dir, dataset, arch, seed)
     resume = resume_path_for(out_dir, dataset, arch, seed)
     _check_writable_dir(target.parent)
     if target.exists() and not force:
-        try:
-            meta = verify_checkpoint(target, dataset, arch, seed)
-        except OutdatedCheckpointError:  # its message gives the whole retrain command
-            raise
-        except CheckpointError as error:
-            raise CheckpointError(f"{error}; pass --force to retrain") from error
-        log(f"{target} exists (dense top-1 {meta.dense_top1}); pass --force to retrain")
-        return meta
+        return _existing_checkpoint(target, dataset, arch, seed, log)
     data_root = Path(data_root) if data_root is not None else None
     training = data.train_dataset(dataset, data_root=data_root, augment=True)
     eval_set = data.eval_set(dataset, data_root=data_root, cache_dir=cache_dir, limit=eval_limit)
     train_data = training
     if train_limit is not None:
         train_data = Subset(training, range(min(train_limit, len(training))))
-
     # On the CPU, let the tuner pick between 1 thread and all cores unless told a count.
     cores = cpu_cores()
     choices = [threads] if threads else [cores] if device != "cpu" else [1, cores]
@@ -482,12 +503,7 @@ def train_dense(
         f"({len(training.holdout.val)} held out for validation), {recipe.epochs} epochs, "
         f"{device}, CPU threads {' or '.join(map(str, dict.fromkeys(choices)))}"
     )
-    torch.manual_seed(seed)
-    model = build_model(arch, spec.num_classes, spec.in_channels, spec.image_size)
-    if info.imagenet_weights and layout_for(spec.image_size) == IMAGENET and spec.in_channels == 3:
-        init = init_from_imagenet(model, arch, allow_download, log)
-        if init != "scratch":
-            recipe = dataclasses.replace(recipe, init=init, lr=FINETUNE_LR if lr is None else lr)
+    model, recipe = _initial_model(dataset, arch, recipe, lr, allow_download, log)
     if force:
         resume.unlink(missing_ok=True)
     history = fit(
@@ -502,24 +518,82 @@ def train_dense(
         progress=progress,
         log=log,
     )
-    meta = CheckpointMeta(
+    run = {
+        "train_images": len(train_data),
+        "eval_images": len(eval_set),
+        "epoch_seconds": [round(h.seconds, 1) for h in history],
+        "device": device,
+    }
+    meta = _checkpoint_meta(dataset, arch, recipe, training.holdout, history, run)
+    meta = save_checkpoint(model, target, meta)
+    resume.unlink(missing_ok=True)
+    log(f"wrote {target} (dense top-1 {meta.dense_top1:.4f})")
+    return meta
+
+
+def _checkpoint_meta(
+    dataset: str,
+    arch: str,
+    recipe: Recipe,
+    held_out: Holdout,
+    history: list[EpochLog],
+    run: dict[str, object],
+) -> CheckpointMeta:
+    """What the sidecar records: the model's shape, the split it held out, its test top-1, and
+    the recipe with what this run saw."""
+    spec = DATASETS[dataset]
+    return CheckpointMeta(
         arch=arch,
         dataset=dataset,
         num_classes=spec.num_classes,
         in_channels=spec.in_channels,
         image_size=spec.image_size,
-        seed=seed,
-        held_out=training.holdout.record(),
+        seed=recipe.seed,
+        held_out=held_out.record(),
         dense_top1=history[-1].test_top1,
-        recipe={
-            **dataclasses.asdict(recipe),
-            "train_images": len(train_data),
-            "eval_images": len(eval_set),
-            "epoch_seconds": [round(h.seconds, 1) for h in history],
-            "device": device,
-        },
+        recipe={**dataclasses.asdict(recipe), **run},
     )
-    meta = save_checkpoint(model, target, meta)
-    resume.unlink(missing_ok=True)
-    log(f"wrote {target} (dense top-1 {meta.dense_top1:.4f})")
+
+
+def _check_run_args(recipe: Recipe, workers: int, threads: int | None, device: str | None) -> str:
+    """Every bad training argument, named; the device to train on."""
+    recipe.validate()
+    if workers < 0:
+        raise UserError(f"workers {workers} is negative; expected 0 (in-process) or more")
+    if threads is not None and threads < 1:
+        raise UserError(f"threads {threads} is too small; expected >= 1 (default: all cores)")
+    return _check_device(device or default_device())
+
+
+def _existing_checkpoint(
+    target: Path, dataset: str, arch: str, seed: int, log: Callable[[str], None]
+) -> CheckpointMeta:
+    """A final checkpoint already there is checked and reused, never silently retrained."""
+    try:
+        meta = verify_checkpoint(target, dataset, arch, seed)
+    except OutdatedCheckpointError:  # its message gives the whole retrain command
+        raise
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}; pass --force to retrain") from error
+    log(f"{target} exists (dense top-1 {meta.dense_top1}); pass --force to retrain")
     return meta
+
+
+def _initial_model(
+    dataset: str,
+    arch: str,
+    recipe: Recipe,
+    lr: float | None,
+    allow_download: bool,
+    log: Callable[[str], None],
+) -> tuple[nn.Module, Recipe]:
+    """The model training starts from: seeded random weights, or torchvision's ImageNet weights
+    for a 224 px RGB dataset where the arch has them (the recipe then says so and fine-tunes)."""
+    spec, info = DATASETS[dataset], ARCHS[arch]
+    torch.manual_seed(recipe.seed)
+    model = build_model(arch, spec.num_classes, spec.in_channels, spec.image_size)
+    if info.imagenet_weights and layout_for(spec.image_size) == IMAGENET and spec.in_channels == 3:
+        init = init_from_imagenet(model, arch, allow_download, log)
+        if init != "scratch":
+            recipe = dataclasses.replace(recipe, init=init, lr=FINETUNE_LR if lr is None else lr)
+    return model, recipe
