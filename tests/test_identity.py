@@ -10,6 +10,7 @@ import yaml
 from sweep.plan import identity
 from sweep.plan.grid import expand, load_grid
 from sweep.plan.identity import RepairSpec, TrialConfig
+from sweep.results.rows import build_row, config_of_row
 
 DIGEST = {("fashion_mnist", "resnet20", 0): "a" * 64}
 
@@ -133,3 +134,17 @@ def test_keys_of_every_built_in_repair_are_those_of_existing_stores():
         "adaprune": "03c06882a9ccb015ea01d8e73255960fceec1f5bfa79210e6d971480d219d666",
     }
     assert {method: _trial(repair=method, seed=1).key for method in pinned} == pinned
+
+
+def test_a_row_names_its_trial_again():
+    """The identity columns are the trial's fields: a row gives back the config it was built from
+    (its eval_limit from the images it evaluated), key and all."""
+    config = TrialConfig(
+        dataset="fashion_mnist", arch="resnet20", allocation="lamp", sparsity=0.9,
+        repair="channel_var_shrink", repair_params={"tau": 0.5}, seed=2, calib_size=256,
+        eval_limit=1000, checkpoint_sha256="a" * 64, replicate=1, eval_split="val",
+        eval_precision="bf16",
+    )  # fmt: skip
+    row = build_row(config, {"eval_size": 1000}, grid="g", attempts=1)
+    again = config_of_row(row)
+    assert again == config and again.key == config.key == row["trial_key"]

@@ -22,7 +22,6 @@ the rows to be rerun.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +31,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from sweep.plan.identity import TrialConfig
-from sweep.results.rows import ROW_COLUMNS, identity_columns
+from sweep.results.rows import ROW_COLUMNS, config_of_row, identity_columns
 from sweep.results.schema import PARTITION_COLUMNS, STATUS_OK, row_eval_precision
 from sweep.results.store import ResultStore
 
@@ -48,17 +46,8 @@ def _partition_values(root: Path, path: Path) -> dict[str, str]:
 def upgraded_row(old: dict[str, Any]) -> dict[str, Any]:
     """An older row with today's columns and identity (key, canonical params, variant)."""
     precision = row_eval_precision(old.get("eval_precision"), old["device"])
-    config = TrialConfig(
-        dataset=old["dataset"],
-        arch=old["arch"],
-        allocation=old["allocation"],
-        sparsity=old["sparsity"],
-        repair=old["repair"],
-        repair_params=json.loads(old["repair_params"] or "{}"),
-        seed=old["seed"],
-        calib_size=old["calib_size"],
-        eval_limit=old["eval_size"],
-        checkpoint_sha256=old["checkpoint_sha256"],
+    config = config_of_row(
+        old,
         replicate=old.get("replicate") or 0,
         eval_split=old.get("eval_split") or "test",
         eval_precision=precision,

@@ -7,6 +7,7 @@ rows the same way. A row is the trial's identity columns (from its config), its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +17,15 @@ from sweep.results.schema import FILE_SCHEMA, PARTITION_COLUMNS, STATUS_ERROR, S
 
 _LIST_COLUMNS = {f.name for f in FILE_SCHEMA if str(f.type).startswith("list")}
 ROW_COLUMNS = (*PARTITION_COLUMNS, *FILE_SCHEMA.names)
-_IDENTITY = {
-    "trial_key", "key_schema", "dataset", "arch", "checkpoint_sha256", "allocation", "sparsity",
-    "repair", "repair_params", "repair_variant", "replicate", "seed", "calib_size", "eval_split",
-    "eval_precision",
-}  # fmt: skip
+# A row's identity columns are the trial's fields (sweep.plan.identity.TrialConfig), less its
+# eval_limit (a row records what was evaluated: eval_size), plus what is derived from them.
+_NOT_COLUMNS = frozenset({"eval_limit"})
+_TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in _NOT_COLUMNS)
+_IDENTITY = {"trial_key", "key_schema", "repair_variant", *_TRIAL_FIELDS}
+if not set(ROW_COLUMNS) >= _IDENTITY:  # a field added to TrialConfig needs its column
+    raise ImportError(
+        f"trial fields without a store column: {sorted(_IDENTITY - set(ROW_COLUMNS))}"
+    )
 _BOOKKEEPING = {"status", "error", "attempts", "grid", "finished_at"}
 MEASUREMENT_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in _IDENTITY | _BOOKKEEPING)
 
@@ -28,22 +33,21 @@ MEASUREMENT_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in _IDENTITY | _BOOK
 def identity_columns(config: TrialConfig) -> dict[str, Any]:
     """The columns that say which trial a row is: everything its key is made of."""
     return {
+        **{name: getattr(config, name) for name in _TRIAL_FIELDS},
+        "repair_params": json.dumps(config.repair_params, sort_keys=True),
         "trial_key": config.key,
         "key_schema": KEY_SCHEMA,
-        "dataset": config.dataset,
-        "arch": config.arch,
-        "checkpoint_sha256": config.checkpoint_sha256,
-        "allocation": config.allocation,
-        "sparsity": config.sparsity,
-        "repair": config.repair,
-        "repair_params": json.dumps(config.repair_params, sort_keys=True),
         "repair_variant": config.repair_variant,
-        "replicate": config.replicate,
-        "seed": config.seed,
-        "calib_size": config.calib_size,
-        "eval_split": config.eval_split,
-        "eval_precision": config.eval_precision,
     }
+
+
+def config_of_row(row: dict[str, Any], **overrides: Any) -> TrialConfig:
+    """The trial a row records (its eval_limit: the images it evaluated); `overrides` stand in
+    for what an older row lacks."""
+    values = {name: row[name] for name in _TRIAL_FIELDS if name in row}
+    values["repair_params"] = json.loads(row["repair_params"] or "{}")
+    values["eval_limit"] = row["eval_size"]
+    return TrialConfig(**{**values, **overrides})
 
 
 def build_row(
